@@ -1,0 +1,50 @@
+//! SMTP replies (RFC 5321 §4.2) with optional enhanced status codes
+//! (RFC 3463).
+//!
+//! A CR or LF inside a text line is written as a space: a text that echoes
+//! peer input must not be able to add reply lines of its own.
+
+/// Formats an SMTP reply: one line `code SP [enhanced SP] text CRLF`, or several with `code-`.
+/// No `lines` at all gives one line with the code (and enhanced code) alone.
+/// `code` must be a three-digit number.
+pub fn format_reply(code: u16, enhanced: Option<&str>, lines: &[&str], out: &mut Vec<u8>) {
+    debug_assert!((100..1000).contains(&code), "reply code {code}");
+    let last = lines.len().saturating_sub(1);
+
+    for (i, text) in lines.iter().enumerate() {
+        let separator = if i == last { b' ' } else { b'-' };
+        reply_line(code, separator, enhanced, text, out);
+    }
+    if lines.is_empty() {
+        reply_line(code, b' ', enhanced, "", out);
+    }
+}
+
+fn reply_line(code: u16, separator: u8, enhanced: Option<&str>, text: &str, out: &mut Vec<u8>) {
+    write_code(code, out);
+
+    let parts = [enhanced.unwrap_or(""), text];
+    let mut parts = parts.iter().filter(|part| !part.is_empty()).peekable();
+    if parts.peek().is_some() || separator == b'-' {
+        out.push(separator);
+    }
+
+    while let Some(part) = parts.next() {
+        write_text(part, out);
+        if parts.peek().is_some() {
+            out.push(b' ');
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_code(code: u16, out: &mut Vec<u8>) {
+    // Three digits, whatever `code` is, so a bad code cannot break framing.
+    let digits = [code / 100 % 10, code / 10 % 10, code % 10];
+    out.extend(digits.map(|digit| b'0' + digit as u8));
+}
+
+fn write_text(text: &str, out: &mut Vec<u8>) {
+    let line_break = |b: u8| b == b'\r' || b == b'\n';
+    out.extend(text.bytes().map(|b| if line_break(b) { b' ' } else { b }));
+}

@@ -82,6 +82,10 @@ def scan(mail_root: Path) -> list[Delivery]:
     return out
 
 
+def count(mail_root: Path) -> int:
+    return sum(1 for _ in mail_root.glob("*/*/new/*")) if mail_root.is_dir() else 0
+
+
 def leftovers(mail_root: Path) -> list[Path]:
     """Files in any Maildir's tmp/ (there must be none once idle)."""
     if not mail_root.is_dir():

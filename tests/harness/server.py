@@ -116,6 +116,7 @@ class Server:
     def wait_ready(self, timeout: float = READY_TIMEOUT):
         def ready():
             if self.proc.poll() is not None:
+                self.expected_exit = True  # reported here, not at teardown
                 raise AssertionError(
                     f"oncemail exited with {self.proc.returncode} before "
                     f"listening on port {self.port}:\n{self.log_tail()}"
@@ -202,12 +203,15 @@ class Server:
         wait_until(lambda: not self.spool_files(), timeout,
                    f"{self.spool_data} to be empty")
 
+    def count_delivered(self) -> int:
+        """Number of files in all Maildirs' new/ (cheap: no reading)."""
+        return maildir.count(self.mail_root)
+
     def wait_deliveries(self, count: int, timeout: float = 30.0):
         """Wait until the Maildirs hold at least `count` message files."""
-        return wait_until(
-            lambda: (d := self.deliveries()) if len(d) >= count else None,
-            timeout, f"{count} deliveries",
-        )
+        wait_until(lambda: self.count_delivered() >= count, timeout,
+                   lambda: f"{count} deliveries (have {self.count_delivered()})",
+                   interval=0.05)
 
     def settle(self, count: int, timeout: float = 30.0, quiet: float = 0.3):
         """Wait until `count` files are delivered and the spool is empty,

@@ -7,7 +7,8 @@ import time
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
     """Poll `predicate` until it returns a truthy value and return that value.
 
-    Raises AssertionError naming `what` when `timeout` seconds pass first.
+    Raises AssertionError naming `what` (a string, or a function giving
+    one at that moment) when `timeout` seconds pass first.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -15,6 +16,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
         if value:
             return value
         if time.monotonic() >= deadline:
+            what = what() if callable(what) else what
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
 

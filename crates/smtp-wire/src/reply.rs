@@ -48,3 +48,41 @@ fn write_text(text: &str, out: &mut Vec<u8>) {
     let line_break = |b: u8| b == b'\r' || b == b'\n';
     out.extend(text.bytes().map(|b| if line_break(b) { b' ' } else { b }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::format_reply;
+
+    fn reply(code: u16, enhanced: Option<&str>, lines: &[&str]) -> String {
+        let mut out = Vec::new();
+        format_reply(code, enhanced, lines, &mut out);
+        String::from_utf8(out).expect("replies from str are UTF-8")
+    }
+
+    #[test]
+    fn single_line() {
+        assert_eq!(reply(250, Some("2.1.0"), &["Ok"]), "250 2.1.0 Ok\r\n");
+        assert_eq!(reply(354, None, &["Go ahead"]), "354 Go ahead\r\n");
+        assert_eq!(reply(250, Some("2.0.0"), &[]), "250 2.0.0\r\n");
+        assert_eq!(reply(250, None, &[]), "250\r\n");
+    }
+
+    #[test]
+    fn ehlo_lines() {
+        let lines = ["mx.example", "PIPELINING", "SIZE 1000", "SMTPUTF8"];
+        let want = "250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 SMTPUTF8\r\n";
+        assert_eq!(reply(250, None, &lines), want);
+    }
+
+    #[test]
+    fn multiline_with_enhanced_code() {
+        let want = "550-5.7.1 one\r\n550 5.7.1 two\r\n";
+        assert_eq!(reply(550, Some("5.7.1"), &["one", "two"]), want);
+    }
+
+    #[test]
+    fn line_breaks_in_text_cannot_add_lines() {
+        let got = reply(501, Some("5.1.7"), &["bad <a\r\n250 ok>"]);
+        assert_eq!(got, "501 5.1.7 bad <a  250 ok>\r\n");
+    }
+}

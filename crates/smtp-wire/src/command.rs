@@ -246,8 +246,7 @@ fn some_text(args: &str, missing: &'static str) -> Result<String, CommandError> 
 }
 
 fn mail(args: &str) -> Parsed {
-    let path = strip_prefix_ignore_case(args, "FROM:").ok_or(syntax("expected FROM:<address>"))?;
-    let path = path.trim_start_matches(' ');
+    let path = path_text(args, "FROM:").ok_or(syntax("expected FROM:<address>"))?;
 
     let bad_sender = |e: address::AddressError| CommandError::BadSender(e.reason());
     let (from, rest) = address::parse_reverse_path(path).map_err(bad_sender)?;
@@ -257,14 +256,19 @@ fn mail(args: &str) -> Parsed {
 }
 
 fn rcpt(args: &str) -> Parsed {
-    let path = strip_prefix_ignore_case(args, "TO:").ok_or(syntax("expected TO:<address>"))?;
-    let path = path.trim_start_matches(' ');
+    let path = path_text(args, "TO:").ok_or(syntax("expected TO:<address>"))?;
 
     let bad_recipient = |e: address::AddressError| CommandError::BadRecipient(e.reason());
     let (to, rest) = address::parse_forward_path(path).map_err(bad_recipient)?;
 
     let params = params::rcpt(params_text(rest)?)?;
     Ok(Command::Rcpt { to, params })
+}
+
+/// The text after `FROM:` or `TO:` and any spaces.
+fn path_text<'a>(args: &'a str, prefix: &str) -> Option<&'a str> {
+    let path = strip_prefix_ignore_case(args, prefix)?;
+    Some(path.trim_start_matches(' '))
 }
 
 /// What follows a path must be nothing or a space and the parameters.

@@ -12,17 +12,19 @@ pub fn format_reply(code: u16, enhanced: Option<&str>, lines: &[&str], out: &mut
     let last = lines.len().saturating_sub(1);
 
     for (i, text) in lines.iter().enumerate() {
+        write_code(code, out);
         let separator = if i == last { b' ' } else { b'-' };
-        reply_line(code, separator, enhanced, text, out);
+        write_line_rest(separator, enhanced, text, out);
     }
     if lines.is_empty() {
-        reply_line(code, b' ', enhanced, "", out);
+        write_code(code, out);
+        write_line_rest(b' ', enhanced, "", out);
     }
 }
 
-fn reply_line(code: u16, separator: u8, enhanced: Option<&str>, text: &str, out: &mut Vec<u8>) {
-    write_code(code, out);
-
+/// Writes what follows the code: the separator, unless the line ends there,
+/// the enhanced code and the text, spaced, and the CRLF.
+fn write_line_rest(separator: u8, enhanced: Option<&str>, text: &str, out: &mut Vec<u8>) {
     let parts = [enhanced.unwrap_or(""), text];
     let mut parts = parts.iter().filter(|part| !part.is_empty()).peekable();
     if parts.peek().is_some() || separator == b'-' {

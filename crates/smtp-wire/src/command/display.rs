@@ -24,16 +24,13 @@ impl fmt::Display for Command {
             Self::Help(None) => f.write_str("HELP"),
             Self::Help(Some(arg)) => write!(f, "HELP {arg}"),
             Self::StartTls => f.write_str("STARTTLS"),
-            Self::Auth { mechanism, initial } => auth(mechanism, initial.as_deref(), f),
+            Self::Auth { mechanism, initial } => {
+                write!(f, "AUTH {mechanism}")?;
+                initial
+                    .as_ref()
+                    .map_or(Ok(()), |initial| write!(f, " {initial}"))
+            }
         }
-    }
-}
-
-fn auth(mechanism: &str, initial: Option<&str>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    write!(f, "AUTH {mechanism}")?;
-    match initial {
-        Some(initial) => write!(f, " {initial}"),
-        None => Ok(()),
     }
 }
 

@@ -1,1 +1,125 @@
-fn main() {}
+//! The `oncemail` command: `serve` runs the server; more subcommands arrive with the
+//! operator tools.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use oncemail::config::{Config, Overrides};
+use oncemail::{Context, queue, receive};
+
+#[derive(Parser)]
+#[command(
+    name = "oncemail",
+    version,
+    about = "A mail transfer agent that delivers once"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the SMTP server (built-in defaults need no config file).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (repeatable); replaces server.listen.
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Data directory (spool and Maildirs); replaces server.data_dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Local domain (repeatable); replaces local.domains.
+        #[arg(long)]
+        domain: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            domain,
+        } => {
+            let overrides = Overrides {
+                listen,
+                data_dir,
+                domains: domain,
+            };
+            let config = Config::load(config.as_deref(), overrides)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(serve(config))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONCEMAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let spool_dir = config.data_dir.join("spool");
+    let (spool, recovered) = spool::Spool::open(&spool_dir)
+        .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?;
+
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
+
+    let mail_root = config.data_dir.join("mail");
+    let queue = queue::start(spool.clone(), mail_root, config.hostname.clone(), recovered);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    info!(listen = ?config.listen, data_dir = %config.data_dir.display(),
+        hostname = %config.hostname, domains = ?config.local.domains, "oncemail started");
+    let ctx = Arc::new(Context {
+        config,
+        spool,
+        queue,
+        shutdown,
+    });
+    receive::serve(ctx, listeners).await;
+    info!("oncemail stopped");
+    Ok(())
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+    }
+    shutdown.cancel();
+}

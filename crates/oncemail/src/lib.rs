@@ -1,0 +1,27 @@
+//! oncemail: a mail transfer agent that acknowledges fast, loses nothing and delivers once.
+//!
+//! The pipeline, one module per stage: [`receive`] (SMTP sessions) commits each message to
+//! the spool (the `spool` crate) and hands it to the [`queue`], which drives [`deliver`]
+//! until every recipient is final. [`config`], [`maillog`] and [`replies`] are leaves any
+//! stage may use. The invariants every change keeps are in `docs/DESIGN.md`.
+
+pub mod config;
+pub mod deliver;
+pub mod envelope;
+pub mod maillog;
+pub mod queue;
+pub mod receive;
+pub mod replies;
+pub mod routing;
+pub mod schedule;
+
+use tokio_util::sync::CancellationToken;
+
+/// What every session and task shares.
+pub struct Context {
+    pub config: config::Config,
+    pub spool: spool::Spool,
+    pub queue: queue::Queue,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+}

@@ -1,0 +1,50 @@
+//! The mail log: one `info` line per event in a message's life, queue ID first.
+//!
+//! These functions are the whole list of events a message can go through, with fixed
+//! field names, so `grep queue_id=<ID>` tells a message's story and a log shipper can rely
+//! on the fields. Developer detail goes to `debug!`/`trace!` elsewhere, never here.
+//! Message bodies and passwords never appear in the log.
+
+use std::net::SocketAddr;
+
+use spool::QueueId;
+use tracing::{info, warn};
+
+pub fn connected(session: u64, peer: SocketAddr) {
+    info!(session, client = %peer, "connect");
+}
+
+pub fn disconnected(session: u64, peer: SocketAddr, reason: &str) {
+    info!(session, client = %peer, reason, "disconnect");
+}
+
+/// Logged once the `250` is written, with the final-dot gap: end of data to reply sent.
+pub fn accepted(qid: QueueId, session: u64, from: &str, recipients: usize, size: u64, gap_us: u64) {
+    let from = format_args!("<{from}>");
+    info!(queue_id = %qid, session, from = %from, recipients, size, gap_us, "accepted");
+}
+
+pub fn rejected(session: u64, command: &str, code: u16, status: &str, text: &str) {
+    info!(session, command, reply = %format_args!("{code} {status} {text}"), "rejected");
+}
+
+pub fn delivered(qid: QueueId, to: &str, relay: &str, detail: &str) {
+    info!(queue_id = %qid, to = %format_args!("<{to}>"), relay, detail, "delivered");
+}
+
+pub fn deferred(qid: QueueId, to: &str, relay: &str, reason: &str, retry_in_s: u64) {
+    info!(queue_id = %qid, to = %format_args!("<{to}>"), relay, reason, retry_in_s,
+        "deferred");
+}
+
+pub fn failed(qid: QueueId, to: &str, relay: &str, reason: &str) {
+    warn!(queue_id = %qid, to = %format_args!("<{to}>"), relay, reason, "failed");
+}
+
+pub fn removed(qid: QueueId) {
+    info!(queue_id = %qid, "removed");
+}
+
+pub fn recovered(qid: QueueId, pending: usize) {
+    info!(queue_id = %qid, pending, "recovered");
+}

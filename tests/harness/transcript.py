@@ -98,8 +98,9 @@ def parse(text: str) -> tuple[list[Step], list[Expected]]:
 
 
 def _delivery(n: int, rest: str) -> Expected:
-    head, sep, body = rest.partition(" <- ")
+    head, sep, body = rest.partition(" <-")
     assert sep, f"line {n}: D: needs 'mailbox <- body'"
+    body = body.removeprefix(" ")
     words = head.split()
     rp = None
     for w in words[1:]:
@@ -180,5 +181,6 @@ def _fits(d, e: Expected) -> bool:
 def _marked(text: str, lineno: int) -> str:
     lines = textwrap.dedent(text).splitlines()
     return "\n".join(
-        f"{'>>' if i == lineno else '  '} {line}" for i, line in enumerate(lines, 1)
+        f"{'>>' if i == lineno else '  '} {line.strip()}"
+        for i, line in enumerate(lines, 1) if line.strip()
     )

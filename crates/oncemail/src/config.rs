@@ -59,11 +59,7 @@ struct RawLocal {
 
 impl Default for RawLocal {
     fn default() -> Self {
-        RawLocal {
-            domains: None,
-            users: Vec::new(),
-            recipient_delimiter: "+".into(),
-        }
+        RawLocal { domains: None, users: Vec::new(), recipient_delimiter: "+".into() }
     }
 }
 
@@ -180,16 +176,13 @@ fn parse_listen(listen: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
     listen
         .iter()
         .map(|text| {
-            text.parse()
-                .with_context(|| format!("server.listen: {text:?} is not an address:port"))
+            text.parse().with_context(|| format!("server.listen: {text:?} is not an address:port"))
         })
         .collect()
 }
 
 fn validate_local(raw: RawLocal, hostname: &str) -> anyhow::Result<Local> {
-    let domains = raw
-        .domains
-        .unwrap_or_else(|| vec!["localhost".into(), hostname.into()]);
+    let domains = raw.domains.unwrap_or_else(|| vec!["localhost".into(), hostname.into()]);
     let mut checked = Vec::new();
     for domain in &domains {
         let domain = check_domain("local.domains", domain)?;
@@ -213,11 +206,7 @@ fn validate_local(raw: RawLocal, hostname: &str) -> anyhow::Result<Local> {
         (Some(c), None) if c != '@' && !c.is_whitespace() => Some(c),
         _ => bail!("local.recipient_delimiter: must be one character (not @) or empty"),
     };
-    Ok(Local {
-        domains: checked,
-        users,
-        recipient_delimiter,
-    })
+    Ok(Local { domains: checked, users, recipient_delimiter })
 }
 
 fn validate_limits(raw: RawLimits) -> anyhow::Result<Limits> {
@@ -316,10 +305,7 @@ mod tests {
             ("[server]\nbogus = 1", "bogus"),
             ("[limits]\nmax_line_length = 100", "limits.max_line_length"),
             ("[limits]\ncommand_timeout = \"soon\"", "command_timeout"),
-            (
-                "[local]\nrecipient_delimiter = \"+-\"",
-                "local.recipient_delimiter",
-            ),
+            ("[local]\nrecipient_delimiter = \"+-\"", "local.recipient_delimiter"),
             ("[local]\ndomains = [\"bad domain\"]", "local.domains"),
         ];
         for (text, key) in cases {

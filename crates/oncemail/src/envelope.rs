@@ -94,10 +94,7 @@ mod tests {
             sender: String::new(),
             recipients: vec![Recipient {
                 address: "a+b@example.com".into(),
-                route: Route::Local {
-                    domain: "example.com".into(),
-                    mailbox: "a".into(),
-                },
+                route: Route::Local { domain: "example.com".into(), mailbox: "a".into() },
             }],
             received: "Received: from x\r\n".into(),
             size: 10,
@@ -112,9 +109,7 @@ mod tests {
     fn update_round_trips() {
         let update = Update {
             recipients: vec![0, 2],
-            outcome: Outcome::Delivered {
-                detail: "maildir".into(),
-            },
+            outcome: Outcome::Delivered { detail: "maildir".into() },
             at: 5,
         };
         assert_eq!(Update::decode(&update.encode()).unwrap(), update);

@@ -14,11 +14,7 @@ use oncemail::config::{Config, Overrides};
 use oncemail::{Context, queue, receive};
 
 #[derive(Parser)]
-#[command(
-    name = "oncemail",
-    version,
-    about = "A mail transfer agent that delivers once"
-)]
+#[command(name = "oncemail", version, about = "A mail transfer agent that delivers once")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,17 +44,8 @@ fn main() -> anyhow::Result<()> {
     init_logging();
 
     match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            data_dir,
-            domain,
-        } => {
-            let overrides = Overrides {
-                listen,
-                data_dir,
-                domains: domain,
-            };
+        Command::Serve { config, listen, data_dir, domain } => {
+            let overrides = Overrides { listen, data_dir, domains: domain };
             let config = Config::load(config.as_deref(), overrides)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(config))
@@ -84,9 +71,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let mut listeners = Vec::new();
     for addr in &config.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener =
+            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         listeners.push(listener);
     }
 
@@ -97,12 +83,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     info!(listen = ?config.listen, data_dir = %config.data_dir.display(),
         hostname = %config.hostname, domains = ?config.local.domains, "oncemail started");
-    let ctx = Arc::new(Context {
-        config,
-        spool,
-        queue,
-        shutdown,
-    });
+    let ctx = Arc::new(Context { config, spool, queue, shutdown });
     receive::serve(ctx, listeners).await;
     info!("oncemail stopped");
     Ok(())
@@ -110,10 +91,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };

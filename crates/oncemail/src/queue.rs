@@ -48,12 +48,7 @@ impl Queue {
     /// Hands a freshly committed message over for delivery.
     pub fn submit(&self, stored: Stored, envelope: Envelope) {
         let done = vec![false; envelope.recipients.len()];
-        let message = Message {
-            stored,
-            envelope,
-            done,
-            recovered: false,
-        };
+        let message = Message { stored, envelope, done, recovered: false };
         // Only fails when the runtime is shutting down; the spool has the message.
         let _ = self.tx.send(message);
     }
@@ -61,12 +56,8 @@ impl Queue {
 
 /// Starts the queue with the messages recovered from the spool.
 pub fn start(spool: Spool, mail_root: PathBuf, hostname: String, recovered: Vec<Stored>) -> Queue {
-    let shared = Arc::new(Shared {
-        spool,
-        mail_root,
-        hostname,
-        slots: Semaphore::new(CONCURRENCY),
-    });
+    let shared =
+        Arc::new(Shared { spool, mail_root, hostname, slots: Semaphore::new(CONCURRENCY) });
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
 
     for stored in recovered {
@@ -106,12 +97,7 @@ fn restore(stored: Stored) -> Option<Message> {
     }
     let pending = done.iter().filter(|d| !**d).count();
     maillog::recovered(stored.qid, pending);
-    Some(Message {
-        stored,
-        envelope,
-        done,
-        recovered: true,
-    })
+    Some(Message { stored, envelope, done, recovered: true })
 }
 
 async fn run(shared: Arc<Shared>, mut message: Message) {
@@ -144,9 +130,7 @@ async fn attempt_delivery(shared: &Arc<Shared>, message: &Message) -> Vec<usize>
     let Ok(_slot) = shared.slots.acquire().await else {
         return Vec::new();
     };
-    let pending: Vec<usize> = (0..message.done.len())
-        .filter(|&i| !message.done[i])
-        .collect();
+    let pending: Vec<usize> = (0..message.done.len()).filter(|&i| !message.done[i]).collect();
     let shared = shared.clone();
     let stored = message.stored.clone();
     let envelope = message.envelope.clone();
@@ -195,9 +179,7 @@ async fn record(shared: &Shared, message: &mut Message, delivered: Vec<usize>) {
     }
     let update = Update {
         recipients: delivered.clone(),
-        outcome: Outcome::Delivered {
-            detail: "maildir".into(),
-        },
+        outcome: Outcome::Delivered { detail: "maildir".into() },
         at: chrono::Utc::now().timestamp(),
     };
     // If this fails the recipients stay pending; the retry finds their files in place.

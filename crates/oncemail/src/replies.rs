@@ -16,11 +16,7 @@ pub struct Reply {
 }
 
 const fn fixed(code: u16, status: &'static str, text: &'static str) -> Reply {
-    Reply {
-        code,
-        status,
-        text: Cow::Borrowed(text),
-    }
+    Reply { code, status, text: Cow::Borrowed(text) }
 }
 
 impl Reply {
@@ -58,11 +54,8 @@ pub const LINE_TOO_LONG: Reply = fixed(500, "5.5.6", "Line too long");
 pub const TOO_BIG: Reply = fixed(552, "5.3.4", "Message size exceeds fixed limit");
 pub const TOO_MANY_RECIPIENTS: Reply = fixed(452, "4.5.3", "Too many recipients");
 pub const TOO_MANY_ERRORS: Reply = fixed(421, "4.7.0", "Too many errors, closing connection");
-pub const BARE_LINE_ENDING: Reply = fixed(
-    550,
-    "5.6.0",
-    "Message contains a bare CR or LF; lines must end with CRLF",
-);
+pub const BARE_LINE_ENDING: Reply =
+    fixed(550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF");
 pub const NEEDS_SMTPUTF8: Reply = fixed(553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
 
 pub const RELAY_DENIED: Reply = fixed(550, "5.7.1", "Relaying denied");
@@ -71,52 +64,28 @@ pub const BAD_MAILBOX_NAME: Reply = fixed(553, "5.1.3", "Mailbox name not allowe
 pub const LOCAL_ERROR: Reply = fixed(451, "4.3.0", "Local error, try again later");
 
 pub fn greeting(hostname: &str) -> Reply {
-    Reply {
-        code: 220,
-        status: "",
-        text: format!("{hostname} ESMTP oncemail").into(),
-    }
+    Reply { code: 220, status: "", text: format!("{hostname} ESMTP oncemail").into() }
 }
 
 pub fn helo(hostname: &str) -> Reply {
-    Reply {
-        code: 250,
-        status: "",
-        text: hostname.to_string().into(),
-    }
+    Reply { code: 250, status: "", text: hostname.to_string().into() }
 }
 
 pub fn queued(qid: &str) -> Reply {
-    Reply {
-        code: 250,
-        status: "2.0.0",
-        text: format!("Ok: queued as {qid}").into(),
-    }
+    Reply { code: 250, status: "2.0.0", text: format!("Ok: queued as {qid}").into() }
 }
 
 pub fn chunk_received(octets: u64) -> Reply {
-    Reply {
-        code: 250,
-        status: "2.0.0",
-        text: format!("{octets} octets received").into(),
-    }
+    Reply { code: 250, status: "2.0.0", text: format!("{octets} octets received").into() }
 }
 
 pub fn timeout(hostname: &str) -> Reply {
     let text = format!("{hostname} Timeout, closing connection");
-    Reply {
-        code: 421,
-        status: "4.4.2",
-        text: text.into(),
-    }
+    Reply { code: 421, status: "4.4.2", text: text.into() }
 }
 
 pub fn shutting_down(hostname: &str) -> Reply {
-    Reply {
-        code: 421,
-        status: "4.3.2",
-        text: format!("{hostname} Shutting down").into(),
-    }
+    Reply { code: 421, status: "4.3.2", text: format!("{hostname} Shutting down").into() }
 }
 
 /// The EHLO reply: our name, then the extensions we offer.
@@ -144,17 +113,11 @@ pub fn for_parse_error(error: &CommandError) -> Reply {
         CommandError::BadSender(what) => {
             (501, "5.1.7", format!("Bad sender address: {what}").into())
         }
-        CommandError::BadRecipient(what) => (
-            501,
-            "5.1.3",
-            format!("Bad recipient address: {what}").into(),
-        ),
+        CommandError::BadRecipient(what) => {
+            (501, "5.1.3", format!("Bad recipient address: {what}").into())
+        }
         CommandError::UnknownParameter(name) => {
-            let name: String = name
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(40)
-                .collect();
+            let name: String = name.chars().filter(|c| c.is_ascii_graphic()).take(40).collect();
             (555, "5.5.4", format!("Unsupported parameter {name}").into())
         }
     };

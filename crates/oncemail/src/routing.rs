@@ -16,10 +16,9 @@ use crate::replies::{self, Reply};
 /// The route for a recipient, or the reply that refuses it.
 pub fn route(local: &Local, to: &ForwardPath) -> Result<Route, Reply> {
     match to {
-        ForwardPath::Postmaster => Ok(Route::Local {
-            domain: local.domains[0].clone(),
-            mailbox: "postmaster".into(),
-        }),
+        ForwardPath::Postmaster => {
+            Ok(Route::Local { domain: local.domains[0].clone(), mailbox: "postmaster".into() })
+        }
         ForwardPath::Mailbox(mailbox) => route_mailbox(local, mailbox),
     }
 }
@@ -60,9 +59,7 @@ fn safe_mailbox_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
 #[cfg(test)]
@@ -94,24 +91,15 @@ mod tests {
     #[test]
     fn local_parts_are_lowercased_and_lose_their_extension() {
         let l = local(None);
-        assert_eq!(
-            mailbox(route(&l, &to("Alice+Lists", "EXAMPLE.com"))),
-            "alice"
-        );
+        assert_eq!(mailbox(route(&l, &to("Alice+Lists", "EXAMPLE.com"))), "alice");
         assert_eq!(mailbox(route(&l, &to("+only", "example.com"))), "+only");
-        assert_eq!(
-            mailbox(route(&l, &to("john doe", "other.test"))),
-            "john doe"
-        );
+        assert_eq!(mailbox(route(&l, &to("john doe", "other.test"))), "john doe");
     }
 
     #[test]
     fn postmaster_without_domain_goes_to_the_first_local_domain() {
         let route = route(&local(Some(&["bob"])), &ForwardPath::Postmaster).unwrap();
-        let expected = Route::Local {
-            domain: "example.com".into(),
-            mailbox: "postmaster".into(),
-        };
+        let expected = Route::Local { domain: "example.com".into(), mailbox: "postmaster".into() };
         assert_eq!(route, expected);
     }
 
@@ -132,21 +120,14 @@ mod tests {
         assert_eq!(mailbox(route(&l, &to("alice+x", "other.test"))), "alice");
         assert_eq!(mailbox(route(&l, &to("bob", "other.test"))), "bob");
         assert_eq!(mailbox(route(&l, &to("bob", "example.com"))), "550 5.1.1");
-        assert_eq!(
-            mailbox(route(&l, &to("Postmaster", "example.com"))),
-            "postmaster"
-        );
+        assert_eq!(mailbox(route(&l, &to("Postmaster", "example.com"))), "postmaster");
     }
 
     #[test]
     fn names_that_could_escape_the_maildir_root_are_refused() {
         let l = local(None);
         for name in ["../x", "a/b", ".hidden", "..", "a\\b", "nul\0"] {
-            assert_eq!(
-                mailbox(route(&l, &to(name, "example.com"))),
-                "553 5.1.3",
-                "{name:?}"
-            );
+            assert_eq!(mailbox(route(&l, &to(name, "example.com"))), "553 5.1.3", "{name:?}");
         }
     }
 }

@@ -40,10 +40,6 @@ mod tests {
     fn jitter_adds_at_most_a_fifth() {
         assert_eq!(delay_for(1, 1.0), Duration::from_secs(72));
         assert_eq!(delay_for(6, 0.5).as_secs(), 7200 + 720);
-        assert_eq!(
-            delay_for(0, 7.0),
-            Duration::from_secs(72),
-            "out-of-range input is clamped"
-        );
+        assert_eq!(delay_for(0, 7.0), Duration::from_secs(72), "out-of-range input is clamped");
     }
 }

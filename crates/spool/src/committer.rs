@@ -7,9 +7,12 @@
 //! Ordering within a batch, and why:
 //! 1. fsync `data/` when a commit's body is a file, so the body's directory entry is
 //!    durable before any record that refers to it;
-//! 2. append the commit records to the active segment and fdatasync it;
-//! 3. append updates and removals to the sidecars, fdatasync those with updates
-//!    (a removal needs no flush; see the crate contract);
+//! 2. append the commit records, and the updates and removals of messages that live in
+//!    the active segment, to the active segment, and fdatasync it: one flush serves both
+//!    the sessions waiting for their `250` and the deliveries recording outcomes;
+//! 3. append updates and removals of messages in older segments to those segments'
+//!    sidecars, fdatasync those with updates (a removal needs no flush; see the crate
+//!    contract);
 //! 4. answer; then delete body files of removed messages and segments left empty.
 //!
 //! A failed write or sync fails every job of the batch (the callers answer 4xx) and the
@@ -92,27 +95,15 @@ pub(crate) fn start(
     committer.start_segment()?;
 
     let (tx, rx) = mpsc::channel();
-    thread::Builder::new()
-        .name("spool-writer".into())
-        .spawn(move || committer.run(rx))?;
+    thread::Builder::new().name("spool-writer".into()).spawn(move || committer.run(rx))?;
     Ok(tx)
 }
 
 fn open_existing(log_dir: &Path, id: u64, live: usize) -> io::Result<Segment> {
-    let file = OpenOptions::new()
-        .append(true)
-        .open(segment_path(log_dir, id))?;
-    let sidecar = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(sidecar_path(log_dir, id))?;
+    let file = OpenOptions::new().append(true).open(segment_path(log_dir, id))?;
+    let sidecar = OpenOptions::new().append(true).create(true).open(sidecar_path(log_dir, id))?;
     let len = file.metadata()?.len();
-    Ok(Segment {
-        file,
-        sidecar,
-        len,
-        live,
-    })
+    Ok(Segment { file, sidecar, len, live })
 }
 
 /// A commit written in this batch, waiting for its answer.
@@ -164,39 +155,29 @@ impl Committer {
 
     fn gather(&self, job: Job, base: u64, batch: &mut Batch) {
         match job {
-            Job::Commit {
-                qid,
-                envelope,
-                body,
-                reply,
-            } => {
+            Job::Commit { qid, envelope, body, reply } => {
                 let body = encode_commit(qid, &envelope, &body, base, self.active, batch);
-                batch.committed.push(Pending {
-                    qid,
-                    envelope,
-                    body,
-                    reply,
-                });
+                batch.committed.push(Pending { qid, envelope, body, reply });
             }
-            Job::Update {
-                qid,
-                segment,
-                update,
-                reply,
-            } => {
-                let out = batch.sidecars.entry(segment).or_default();
-                record::encode(Kind::Update, &[&qid.raw().to_le_bytes(), &update], out);
-                if !batch.synced_sidecars.contains(&segment) {
-                    batch.synced_sidecars.push(segment);
+            Job::Update { qid, segment, update, reply } => {
+                let payload = [&qid.raw().to_le_bytes()[..], &update];
+                if segment == self.active {
+                    record::encode(Kind::Update, &payload, &mut batch.commits);
+                } else {
+                    let out = batch.sidecars.entry(segment).or_default();
+                    record::encode(Kind::Update, &payload, out);
+                    if !batch.synced_sidecars.contains(&segment) {
+                        batch.synced_sidecars.push(segment);
+                    }
                 }
                 batch.updated.push(reply);
             }
-            Job::Remove {
-                qid,
-                segment,
-                body_file,
-            } => {
-                let out = batch.sidecars.entry(segment).or_default();
+            Job::Remove { qid, segment, body_file } => {
+                let out = if segment == self.active {
+                    &mut batch.commits
+                } else {
+                    batch.sidecars.entry(segment).or_default()
+                };
                 record::encode(Kind::Done, &[&qid.raw().to_le_bytes()], out);
                 batch.removed.push((qid, segment, body_file));
             }
@@ -226,24 +207,12 @@ impl Committer {
     }
 
     fn answer(&mut self, batch: Batch, ok: bool) {
-        for Pending {
-            qid,
-            envelope,
-            body,
-            reply,
-        } in batch.committed
-        {
+        for Pending { qid, envelope, body, reply } in batch.committed {
             let result = if ok {
                 if let Some(segment) = self.segments.get_mut(&self.active) {
                     segment.live += 1;
                 }
-                Ok(Stored {
-                    qid,
-                    segment: self.active,
-                    envelope,
-                    body,
-                    updates: Vec::new(),
-                })
+                Ok(Stored { qid, segment: self.active, envelope, body, updates: Vec::new() })
             } else {
                 Err(failed())
             };
@@ -300,15 +269,7 @@ impl Committer {
         let sidecar = create(sidecar_path(&self.log_dir, id))?;
         sync_dir(&self.log_dir)?;
 
-        self.segments.insert(
-            id,
-            Segment {
-                file,
-                sidecar,
-                len: 0,
-                live: 0,
-            },
-        );
+        self.segments.insert(id, Segment { file, sidecar, len: 0, live: 0 });
         self.active = id;
         Ok(())
     }
@@ -316,10 +277,7 @@ impl Committer {
     fn segment(&mut self, id: u64) -> io::Result<&mut Segment> {
         self.segments.get_mut(&id).ok_or_else(|| {
             warn!(segment = id, "write for a segment that is not open");
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("segment {id:x} is not open"),
-            )
+            io::Error::new(io::ErrorKind::NotFound, format!("segment {id:x} is not open"))
         })
     }
 
@@ -346,11 +304,7 @@ fn encode_commit(
             record::put_bytes(&mut head, envelope);
             let payload_at = record::encode(Kind::Commit, &[&head, bytes], &mut batch.commits);
             let offset = base + (payload_at + head.len()) as u64;
-            BodyRef::Inline {
-                segment,
-                offset,
-                len: bytes.len() as u64,
-            }
+            BodyRef::Inline { segment, offset, len: bytes.len() as u64 }
         }
         &Body::File { len } => {
             head.push(BODY_FILE);

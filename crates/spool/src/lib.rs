@@ -19,8 +19,9 @@
 //!
 //! ```text
 //! lock                 held (flock) by the one process that owns the spool
-//! log/<id>.seg         append-only commit records; small bodies are inline
-//! log/<id>.out         append-only updates and removals for the messages of <id>.seg
+//! log/<id>.seg         append-only records: commits (small bodies inline), and updates
+//!                      and removals while <id> is the segment being appended to
+//! log/<id>.out         updates and removals for the messages of <id>.seg after that
 //! data/<queue id>      bodies too large to keep in memory until the commit
 //! ```
 //!
@@ -124,10 +125,7 @@ impl Spool {
         let recovered = recover::scan(root)?;
         let jobs = committer::start(root, lock, &recovered)?;
 
-        let spool = Spool {
-            root: root.to_path_buf(),
-            jobs,
-        };
+        let spool = Spool { root: root.to_path_buf(), jobs };
         Ok((spool, recovered.messages))
     }
 
@@ -135,10 +133,7 @@ impl Spool {
     /// queue ID; if the transaction never commits, [`Spool::discard_body_file`] removes it,
     /// and failing that the next [`Spool::open`] does.
     pub fn create_body_file(&self, qid: QueueId) -> io::Result<File> {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(self.body_path(qid))
+        OpenOptions::new().write(true).create_new(true).open(self.body_path(qid))
     }
 
     /// Removes the body file of a transaction that will not be committed.
@@ -154,12 +149,7 @@ impl Spool {
         body: Body,
     ) -> Result<Stored, SpoolError> {
         let (reply, answer) = oneshot::channel();
-        let job = committer::Job::Commit {
-            qid,
-            envelope,
-            body,
-            reply,
-        };
+        let job = committer::Job::Commit { qid, envelope, body, reply };
         self.jobs.send(job).map_err(|_| SpoolError::Stopped)?;
         answer.await.map_err(|_| SpoolError::Stopped)?
     }
@@ -167,12 +157,8 @@ impl Spool {
     /// Durably records `update` for a committed message.
     pub async fn update(&self, stored: &Stored, update: Vec<u8>) -> Result<(), SpoolError> {
         let (reply, answer) = oneshot::channel();
-        let job = committer::Job::Update {
-            qid: stored.qid,
-            segment: stored.segment,
-            update,
-            reply,
-        };
+        let job =
+            committer::Job::Update { qid: stored.qid, segment: stored.segment, update, reply };
         self.jobs.send(job).map_err(|_| SpoolError::Stopped)?;
         answer.await.map_err(|_| SpoolError::Stopped)?
     }
@@ -190,11 +176,7 @@ impl Spool {
     /// Opens a committed body for reading.
     pub fn open_body(&self, body: &BodyRef) -> io::Result<io::Take<File>> {
         match *body {
-            BodyRef::Inline {
-                segment,
-                offset,
-                len,
-            } => {
+            BodyRef::Inline { segment, offset, len } => {
                 let mut file = File::open(segment_path(&self.root.join("log"), segment))?;
                 file.seek(SeekFrom::Start(offset))?;
                 Ok(file.take(len))
@@ -220,11 +202,8 @@ impl Spool {
 }
 
 fn lock_spool(root: &Path) -> Result<File, SpoolError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join("lock"))?;
+    let file =
+        OpenOptions::new().create(true).truncate(false).write(true).open(root.join("lock"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(SpoolError::Locked(root.to_path_buf())),

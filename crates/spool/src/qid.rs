@@ -44,9 +44,7 @@ impl QueueId {
         }
         let mut value: u64 = 0;
         for byte in text.bytes() {
-            let digit = ALPHABET
-                .iter()
-                .position(|&c| c == byte.to_ascii_uppercase())?;
+            let digit = ALPHABET.iter().position(|&c| c == byte.to_ascii_uppercase())?;
             value = value.checked_mul(32)?.checked_add(digit as u64)?;
         }
         Some(QueueId(value))
@@ -81,10 +79,7 @@ impl fmt::Display for QueueId {
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -98,10 +93,7 @@ mod tests {
         assert!(b > a);
         assert_eq!(a.to_string().len(), LEN);
         assert_eq!(QueueId::parse(&a.to_string()), Some(a));
-        assert!(
-            a.to_string() < b.to_string(),
-            "text order follows time order"
-        );
+        assert!(a.to_string() < b.to_string(), "text order follows time order");
     }
 
     #[test]

@@ -117,11 +117,7 @@ fn decode_one(buf: &[u8], at: usize) -> Option<(Decoded<'_>, usize)> {
         return None;
     }
 
-    let record = Decoded {
-        kind,
-        payload: &buf[payload_at..end],
-        payload_at,
-    };
+    let record = Decoded { kind, payload: &buf[payload_at..end], payload_at };
     Some((record, end + TRAILER_LEN))
 }
 

@@ -82,15 +82,21 @@ fn read_segment(log_dir: &Path, id: u64) -> io::Result<Vec<Stored>> {
     }
 
     let mut messages = Vec::new();
-    for rec in records.iter().filter(|r| r.kind == Kind::Commit) {
+    let mut updates: Updates = HashMap::new();
+    let mut removed = HashSet::new();
+    for rec in &records {
+        if rec.kind != Kind::Commit {
+            apply_update(rec, &mut updates, &mut removed);
+            continue;
+        }
         match parse_commit(id, rec.payload, rec.payload_at) {
             Some(stored) => messages.push(stored),
             None => warn!(path = %path.display(), "commit record with a bad payload, skipped"),
         }
     }
 
-    let (updates, removed) = read_sidecar(log_dir, id)?;
-    let mut updates = updates;
+    // The sidecar holds what happened after the segment stopped being the active one.
+    read_sidecar(log_dir, id, &mut updates, &mut removed)?;
     messages.retain(|m| !removed.contains(&m.qid));
     for message in &mut messages {
         message.updates = updates.remove(&message.qid).unwrap_or_default();
@@ -100,7 +106,12 @@ fn read_segment(log_dir: &Path, id: u64) -> io::Result<Vec<Stored>> {
 
 type Updates = HashMap<QueueId, Vec<Vec<u8>>>;
 
-fn read_sidecar(log_dir: &Path, id: u64) -> io::Result<(Updates, HashSet<QueueId>)> {
+fn read_sidecar(
+    log_dir: &Path,
+    id: u64,
+    updates: &mut Updates,
+    removed: &mut HashSet<QueueId>,
+) -> io::Result<()> {
     let path = sidecar_path(log_dir, id);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -111,23 +122,24 @@ fn read_sidecar(log_dir: &Path, id: u64) -> io::Result<(Updates, HashSet<QueueId
     if let Some(torn) = torn {
         report_torn(&path, &bytes, torn.offset);
     }
-
-    let mut updates: Updates = HashMap::new();
-    let mut removed = HashSet::new();
-    for rec in records {
-        let mut fields = Fields::new(rec.payload);
-        let Some(qid) = fields.u64().map(QueueId::from_raw) else {
-            continue;
-        };
-        match rec.kind {
-            Kind::Update => updates.entry(qid).or_default().push(fields.rest().to_vec()),
-            Kind::Done => {
-                removed.insert(qid);
-            }
-            Kind::Commit => {}
-        }
+    for rec in &records {
+        apply_update(rec, updates, removed);
     }
-    Ok((updates, removed))
+    Ok(())
+}
+
+fn apply_update(rec: &record::Decoded, updates: &mut Updates, removed: &mut HashSet<QueueId>) {
+    let mut fields = Fields::new(rec.payload);
+    let Some(qid) = fields.u64().map(QueueId::from_raw) else {
+        return;
+    };
+    match rec.kind {
+        Kind::Update => updates.entry(qid).or_default().push(fields.rest().to_vec()),
+        Kind::Done => {
+            removed.insert(qid);
+        }
+        Kind::Commit => {}
+    }
 }
 
 /// Commit payload: qid u64, body tag u8, envelope (length-prefixed), then the inline body
@@ -143,25 +155,12 @@ fn parse_commit(segment: u64, payload: &[u8], payload_at: usize) -> Option<Store
             let body = fields.rest();
             let offset = payload_at + (payload.len() - body.len());
             let (offset, len) = (offset as u64, body.len() as u64);
-            BodyRef::Inline {
-                segment,
-                offset,
-                len,
-            }
+            BodyRef::Inline { segment, offset, len }
         }
-        BODY_FILE => BodyRef::File {
-            qid,
-            len: fields.u64()?,
-        },
+        BODY_FILE => BodyRef::File { qid, len: fields.u64()? },
         _ => return None,
     };
-    Some(Stored {
-        qid,
-        segment,
-        envelope,
-        body,
-        updates: Vec::new(),
-    })
+    Some(Stored { qid, segment, envelope, body, updates: Vec::new() })
 }
 
 /// A torn tail is expected after a crash; anything readable after it is not.
@@ -204,11 +203,8 @@ fn remove_orphan_sidecars(log_dir: &Path, segments: &[u64]) -> io::Result<()> {
 
 /// Body files of transactions that never committed, or of messages already removed.
 fn remove_orphan_bodies(root: &Path, live: &[Stored]) -> io::Result<()> {
-    let wanted: HashSet<QueueId> = live
-        .iter()
-        .filter(|m| matches!(m.body, BodyRef::File { .. }))
-        .map(|m| m.qid)
-        .collect();
+    let wanted: HashSet<QueueId> =
+        live.iter().filter(|m| matches!(m.body, BodyRef::File { .. })).map(|m| m.qid).collect();
 
     for entry in fs::read_dir(root.join("data"))? {
         let entry = entry?;

@@ -25,10 +25,7 @@ async fn commit_file(spool: &Spool, body: &[u8]) -> Stored {
     file.write_all(body).unwrap();
     file.sync_data().unwrap();
     let len = body.len() as u64;
-    spool
-        .commit(qid, b"env-file".to_vec(), Body::File { len })
-        .await
-        .unwrap()
+    spool.commit(qid, b"env-file".to_vec(), Body::File { len }).await.unwrap()
 }
 
 #[tokio::test]
@@ -38,9 +35,7 @@ async fn committed_messages_come_back_with_their_bodies() {
     assert!(found.is_empty());
 
     let qid = QueueId::generate();
-    let inline = spool
-        .commit(qid, b"env".to_vec(), Body::Inline(b"small".to_vec()))
-        .await;
+    let inline = spool.commit(qid, b"env".to_vec(), Body::Inline(b"small".to_vec())).await;
     let inline = inline.unwrap();
     let file = commit_file(&spool, b"a bigger body").await;
     assert_eq!(spool.read_body(&inline.body).unwrap(), b"small");
@@ -73,10 +68,7 @@ async fn updates_come_back_in_order_and_removed_messages_do_not() {
     let (_spool, found) = reopen(dir.path());
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].qid, keep.qid);
-    assert_eq!(
-        found[0].updates,
-        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
-    );
+    assert_eq!(found[0].updates, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
     assert!(!dir.path().join("data").join(gone.qid.to_string()).exists());
 }
 
@@ -85,11 +77,7 @@ async fn leftover_bodies_and_empty_segments_are_cleaned_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let never = QueueId::generate();
-    spool
-        .create_body_file(never)
-        .unwrap()
-        .write_all(b"partial")
-        .unwrap();
+    spool.create_body_file(never).unwrap().write_all(b"partial").unwrap();
     let done = commit_file(&spool, b"done").await;
     spool.remove(&done).unwrap();
     drop(spool);
@@ -106,22 +94,14 @@ async fn a_torn_tail_loses_only_the_unacknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path()).unwrap();
     let qid = QueueId::generate();
-    let good = spool
-        .commit(qid, b"e".to_vec(), Body::Inline(b"b".to_vec()))
-        .await
-        .unwrap();
+    let good = spool.commit(qid, b"e".to_vec(), Body::Inline(b"b".to_vec())).await.unwrap();
     drop(spool);
 
     let seg = segment_path(&dir.path().join("log"), good.segment);
     let mut torn = Vec::new();
     record::encode(record::Kind::Commit, &[b"half of a record"], &mut torn);
     torn.truncate(torn.len() - 3);
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&seg)
-        .unwrap()
-        .write_all(&torn)
-        .unwrap();
+    fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&torn).unwrap();
 
     let (_spool, found) = reopen(dir.path());
     assert_eq!(found.len(), 1);
@@ -132,10 +112,7 @@ async fn a_torn_tail_loses_only_the_unacknowledged_write() {
 async fn a_second_process_cannot_open_the_spool() {
     let dir = tempfile::tempdir().unwrap();
     let (_spool, _) = Spool::open(dir.path()).unwrap();
-    assert!(matches!(
-        Spool::open(dir.path()),
-        Err(SpoolError::Locked(_))
-    ));
+    assert!(matches!(Spool::open(dir.path()), Err(SpoolError::Locked(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,10 +129,7 @@ async fn concurrent_commits_all_land_across_segment_rotations() {
             tasks.push(tokio::spawn(async move {
                 let body = vec![b'a' + (i % 26) as u8; 1000 + i as usize];
                 let qid = QueueId::generate();
-                spool
-                    .commit(qid, i.to_le_bytes().to_vec(), Body::Inline(body))
-                    .await
-                    .unwrap()
+                spool.commit(qid, i.to_le_bytes().to_vec(), Body::Inline(body)).await.unwrap()
             }));
         }
         for task in tasks {
@@ -163,10 +137,7 @@ async fn concurrent_commits_all_land_across_segment_rotations() {
         }
     }
     let segments: std::collections::HashSet<u64> = stored.iter().map(|s| s.segment).collect();
-    assert!(
-        segments.len() > 1,
-        "300 KB should span several 64 KiB test segments"
-    );
+    assert!(segments.len() > 1, "300 KB should span several 64 KiB test segments");
 
     // Remove the first half; their segments may go, the rest must stay readable.
     for s in &stored[..150] {
@@ -184,4 +155,27 @@ async fn concurrent_commits_all_land_across_segment_rotations() {
         assert_eq!(body, vec![b'a' + (i % 26) as u8; 1000 + i as usize]);
         assert!(i >= 150 || !stored[..150].iter().any(|s| s.qid == message.qid));
     }
+}
+
+#[tokio::test]
+async fn updates_before_and_after_rotation_come_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let old = commit_file(&spool, b"old").await;
+    spool.update(&old, b"in segment".to_vec()).await.unwrap();
+
+    // A body bigger than the test segment target makes the writer rotate after its batch.
+    let big = Body::Inline(vec![b'x'; SEGMENT_TARGET as usize + 1]);
+    let filler = spool.commit(QueueId::generate(), b"f".to_vec(), big).await.unwrap();
+    let next = spool.commit(QueueId::generate(), b"n".to_vec(), Body::Inline(b"n".to_vec()));
+    assert_ne!(next.await.unwrap().segment, old.segment, "the writer moved on");
+
+    spool.update(&old, b"in sidecar".to_vec()).await.unwrap();
+    spool.remove(&filler).unwrap();
+    drop(spool);
+
+    let (_spool, found) = reopen(dir.path());
+    let old_found = found.iter().find(|m| m.qid == old.qid).unwrap();
+    assert_eq!(old_found.updates, vec![b"in segment".to_vec(), b"in sidecar".to_vec()]);
+    assert!(!found.iter().any(|m| m.qid == filler.qid));
 }

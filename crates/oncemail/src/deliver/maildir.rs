@@ -74,10 +74,7 @@ pub fn deliver(job: &Job, recipient: usize) -> io::Result<Delivery> {
 fn file_name(job: &Job, recipient: usize) -> String {
     // '/' and ':' cannot appear in a Maildir name part; the spec escapes them as octal.
     let host = job.hostname.replace('/', "\\057").replace(':', "\\072");
-    format!(
-        "{}.{}_{}.{}",
-        job.envelope.arrival, job.stored.qid, recipient, host
-    )
+    format!("{}.{}_{}.{}", job.envelope.arrival, job.stored.qid, recipient, host)
 }
 
 fn write_file(job: &Job, address: &str, path: &Path) -> io::Result<()> {

@@ -92,13 +92,7 @@ impl BodySink {
             None => (Body::Inline(std::mem::take(&mut self.inline)), None),
         };
         // Taking the file out makes it the commit's: Drop no longer removes it.
-        Ok(Finished {
-            qid: self.qid,
-            body,
-            file,
-            len: self.len,
-            sha256,
-        })
+        Ok(Finished { qid: self.qid, body, file, len: self.len, sha256 })
     }
 
     fn spill(&mut self, bytes: &[u8]) -> io::Result<()> {

@@ -38,10 +38,7 @@ pub async fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) {
 
     let grace = ctx.config.shutdown_grace;
     if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-        warn!(
-            sessions = sessions.len(),
-            "shutdown grace period over; dropping sessions"
-        );
+        warn!(sessions = sessions.len(), "shutdown grace period over; dropping sessions");
     }
 }
 

@@ -48,24 +48,14 @@ pub fn field(hop: &Hop) -> String {
     if let Some(to) = hop.single_recipient {
         out.push_str(&format!("\r\n\tfor <{}>", printable(to)));
     }
-    out.push_str(&format!(
-        ";\r\n\t{}\r\n",
-        hop.when.format("%a, %d %b %Y %H:%M:%S +0000")
-    ));
+    out.push_str(&format!(";\r\n\t{}\r\n", hop.when.format("%a, %d %b %Y %H:%M:%S +0000")));
     out
 }
 
 fn printable(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .take(255)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect();
-    if cleaned.is_empty() {
-        "unknown".into()
-    } else {
-        cleaned
-    }
+    let cleaned: String =
+        text.chars().take(255).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect();
+    if cleaned.is_empty() { "unknown".into() } else { cleaned }
 }
 
 #[cfg(test)]

@@ -199,12 +199,7 @@ impl Session {
     fn ehlo(&mut self, name: String) -> Flow {
         let config = &self.ctx.config;
         let mut out = Vec::new();
-        replies::ehlo(
-            &config.hostname,
-            &name,
-            config.limits.max_message_size,
-            &mut out,
-        );
+        replies::ehlo(&config.hostname, &name, config.limits.max_message_size, &mut out);
         self.output.extend_from_slice(&out);
         self.greeting = Greeting::Ehlo(name);
         self.transaction = None;
@@ -244,10 +239,7 @@ impl Session {
         if matches!(params.body, Some(BodyType::BinaryMime)) {
             return Err(replies::NO_BINARYMIME);
         }
-        if params
-            .size
-            .is_some_and(|size| size > self.ctx.config.limits.max_message_size)
-        {
+        if params.size.is_some_and(|size| size > self.ctx.config.limits.max_message_size) {
             return Err(replies::TOO_BIG);
         }
         if let ReversePath::Mailbox(mailbox) = from
@@ -329,10 +321,7 @@ impl Session {
                 sink: BodySink::new(&self.ctx.spool, max),
                 scanner: BareEolScanner::new(),
             }),
-            _ => Chunks {
-                sink: BodySink::new(&self.ctx.spool, 0),
-                scanner: BareEolScanner::new(),
-            },
+            _ => Chunks { sink: BodySink::new(&self.ctx.spool, 0), scanner: BareEolScanner::new() },
         };
 
         // The chunk is read in full even when refused, so the session stays in step.
@@ -440,10 +429,7 @@ impl Session {
         }
 
         let envelope = self.envelope(txn, finished.qid, finished.len, finished.sha256);
-        let committed = self
-            .ctx
-            .spool
-            .commit(finished.qid, envelope.encode(), finished.body);
+        let committed = self.ctx.spool.commit(finished.qid, envelope.encode(), finished.body);
         match committed.await {
             Ok(stored) => Some((stored, envelope)),
             Err(e) => {
@@ -522,11 +508,7 @@ impl Session {
         let written = self.stream.write_all(&self.output).await;
         self.output.clear();
         match written {
-            Ok(()) => self
-                .stream
-                .flush()
-                .await
-                .map_err(|_| End::Closed("write error")),
+            Ok(()) => self.stream.flush().await.map_err(|_| End::Closed("write error")),
             Err(_) => Err(End::Closed("write error")),
         }
     }
@@ -547,9 +529,5 @@ fn verb(line: &[u8]) -> &'static str {
         "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN",
         "HELP", "STARTTLS", "AUTH", "LHLO",
     ];
-    KNOWN
-        .iter()
-        .find(|k| k.as_bytes() == word.as_slice())
-        .copied()
-        .unwrap_or("unknown")
+    KNOWN.iter().find(|k| k.as_bytes() == word.as_slice()).copied().unwrap_or("unknown")
 }

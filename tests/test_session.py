@@ -16,7 +16,7 @@ def ehlo(port):
     return c, expect(c.cmd("EHLO client.test"), 250)
 
 
-@pytest.mark.parametrize("limit", [None, 1000])
+@pytest.mark.parametrize("limit", [None, 2000])
 def test_ehlo_keywords(start_server, limit):
     config = {"limits": {"max_message_size": limit}} if limit else None
     server = start_server(config=config)

@@ -18,7 +18,7 @@ S: 250
 """
 
 # Low limits for the dialogues about limits.
-LIMITS = {"limits": {"max_message_size": 1000, "max_recipients": 3}}
+LIMITS = {"limits": {"max_message_size": 2000, "max_recipients": 3}}
 
 SMUGGLE = (
     b"MAIL FROM:<evil@remote.test>\r\nRCPT TO:<bob@example.com>\r\n"
@@ -594,8 +594,8 @@ TRANSCRIPTS = [
     T("bdat_pipelined_in_one_write", HELLO + """
         C: MAIL FROM:<s@remote.test>
         C: RCPT TO:<alice@example.com>
-        C: BDAT 10
-        C~ Subject: p
+        C: BDAT 12
+        C~ Subject: p\\r\\n
         C: BDAT 6 LAST
         C~ \\r\\nok\\r\\n
         C: QUIT
@@ -699,11 +699,11 @@ TRANSCRIPTS = [
         S: 220
         C: EHLO client.test
         S: 250
-        C: MAIL FROM:<s@remote.test> SIZE=1000
+        C: MAIL FROM:<s@remote.test> SIZE=2000
         S: 250 2.1.0
         C: RSET
         S: 250 2.0.0
-        C: MAIL FROM:<s@remote.test> SIZE=1001
+        C: MAIL FROM:<s@remote.test> SIZE=2001
         S: 552 5.3.4
         C: MAIL FROM:<s@remote.test> SIZE=999999999999
         S: 552 5.3.4
@@ -717,7 +717,7 @@ TRANSCRIPTS = [
         S: 250 2.1.5
         C: DATA
         S: 354
-        C= b"Subject: big\\r\\n\\r\\n" + b"x" * 78 + b"\\r\\n" + (b"y" * 78 + b"\\r\\n") * 20 + b".\\r\\n"
+        C= b"Subject: big\\r\\n\\r\\n" + b"x" * 78 + b"\\r\\n" + (b"y" * 78 + b"\\r\\n") * 40 + b".\\r\\n"
         S: 552 5.3.4
         C: MAIL FROM:<s@remote.test>
         S: 250 2.1.0
@@ -736,11 +736,11 @@ TRANSCRIPTS = [
         S: 250 2.1.0
         C: RCPT TO:<alice@example.com>
         S: 250 2.1.5
-        C: BDAT 600
-        C= b"a" * 598 + b"\\r\\n"
+        C: BDAT 1200
+        C= b"a" * 1198 + b"\\r\\n"
         S: 250 2.0.0
-        C: BDAT 600 LAST
-        C= b"b" * 598 + b"\\r\\n"
+        C: BDAT 1200 LAST
+        C= b"b" * 1198 + b"\\r\\n"
         S: 552 5.3.4
         C: NOOP
         S: 250 2.0.0

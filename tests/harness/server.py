@@ -7,6 +7,7 @@ crash and shutdown tests need. It only ever signals the process it started,
 by PID.
 """
 
+import os
 import signal
 import subprocess
 import time
@@ -96,10 +97,12 @@ class Server:
         assert not self.running, "server already running"
         log = self.workdir / f"server-{len(self.logs) + 1}.log"
         self.logs.append(log)
+        # Keep panics' backtraces but not anyhow's on every config error.
+        env = {**os.environ, "RUST_LIB_BACKTRACE": "0"}
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, cwd=self.workdir,
+                stderr=subprocess.STDOUT, cwd=self.workdir, env=env,
             )
         _LIVE[self.proc.pid] = self.proc
         self.expected_exit = False

@@ -1,0 +1,218 @@
+"""Peer servers and network tricks for tests of oncemail as a client.
+
+- `CaptureSink`: an aiosmtpd server in a thread that records every
+  transaction (envelope and exact bytes) and can be told to answer RCPT or
+  end-of-data with any reply, or to wait before answering the final dot.
+- `SmtpSink`: Postfix's smtp-sink as a subprocess, dumping each message
+  to a file; a fast, independent implementation to relay to.
+- `CuttingProxy`: a TCP proxy that can drop the connection at the worst
+  moment of a transaction: after the client's final dot has reached the
+  server, before the server's reply reaches the client. That is the window
+  duplicate suppression is about (DESIGN.md).
+
+All listen on 127.0.0.1 only, on free ports, and stop by themselves at
+teardown (use them as context managers).
+"""
+
+import asyncio
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+from .wait import free_port, is_listening, wait_until
+
+
+@dataclass
+class Captured:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes          # as received, CRLF, dot-unstuffed
+    mail_options: list[str]
+
+
+class CaptureSink:
+    """aiosmtpd on 127.0.0.1:<port>, recording what it is sent.
+
+    rcpt_reply(address) -> None | "550 5.1.1 no": a reply overrides.
+    data_reply: reply to end-of-data instead of 250 (message not recorded).
+    data_delay: seconds to wait before answering end-of-data.
+    """
+
+    def __init__(self, rcpt_reply=None, data_reply=None, data_delay=0.0):
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.messages: list[Captured] = []
+        self.rcpt_reply = rcpt_reply
+        self.data_reply = data_reply
+        self.data_delay = data_delay
+        self._controller = Controller(
+            self, hostname="127.0.0.1", port=self.port,
+            enable_SMTPUTF8=True, decode_data=False, ready_timeout=10,
+        )
+
+    # aiosmtpd handler hooks
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        reply = self.rcpt_reply(address) if self.rcpt_reply else None
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        if self.data_reply:
+            return self.data_reply
+        self.messages.append(Captured(
+            envelope.mail_from, list(envelope.rcpt_tos),
+            envelope.original_content, list(envelope.mail_options)))
+        return "250 2.0.0 OK captured"
+
+    def __enter__(self):
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._controller.stop()
+
+    def wait_messages(self, n: int, timeout: float = 30.0):
+        wait_until(lambda: len(self.messages) >= n, timeout, f"{n} captured messages")
+        return self.messages
+
+
+class SmtpSink:
+    """Postfix smtp-sink on 127.0.0.1:<port>; `messages()` reads the dumps
+    (each starts with smtp-sink's own X-* and Received header lines)."""
+
+    def __init__(self, workdir: Path, extra_args=()):
+        self.port = free_port()
+        self.dump_dir = Path(workdir) / "smtp-sink"
+        self.dump_dir.mkdir(parents=True, exist_ok=True)
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    def __enter__(self):
+        tool, env = paths.postfix_tool("smtp-sink")
+        self.proc = subprocess.Popen(
+            [tool, "-u", "root", "-d", f"{self.dump_dir}/msg.", *self.extra_args,
+             f"127.0.0.1:{self.port}", "100"],
+            env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: is_listening(self.port), 10, "smtp-sink to listen")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def messages(self) -> list[bytes]:
+        return [p.read_bytes() for p in sorted(self.dump_dir.glob("msg.*"))]
+
+
+class CuttingProxy:
+    """127.0.0.1:<port> -> 127.0.0.1:<target>, one thread per direction.
+
+    With `cut_final_replies = n`, the first n replies to end-of-data are
+    never forwarded: the proxy closes both sides instead, after the server
+    has received the whole message (and may have committed it).
+
+    Limits: it follows DATA only (not BDAT), and the client must wait for
+    the 354 before sending the message, as smtplib and oncemail do.
+    """
+
+    def __init__(self, target_port: int, cut_final_replies: int = 0):
+        self.target = target_port
+        self.cuts_left = cut_final_replies
+        self.cuts = 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self):
+        self._spawn(self._accept_loop)
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(5)
+        self.listener.close()
+
+    def _spawn(self, fn, *args):
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            server = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            self._spawn(self._pump, client, server)
+
+    def _pump(self, client: socket.socket, server: socket.socket):
+        """Both directions in one thread, so the cut decision sees the
+        client's final dot before the server's reply to it."""
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ, "c")
+        sel.register(server, selectors.EVENT_READ, "s")
+        in_data = False      # the server said 354
+        dot_sent = False     # the client finished the data since
+        tail = b""
+        deadline = time.monotonic() + 120
+        try:
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                for key, _ in sel.select(0.2):
+                    chunk = key.fileobj.recv(65536)
+                    if not chunk:
+                        return
+                    if key.data == "c":
+                        if in_data:
+                            seen = tail + chunk
+                            dot_sent = dot_sent or b"\r\n.\r\n" in seen
+                            tail = seen[-4:]
+                        server.sendall(chunk)
+                        continue
+                    if dot_sent and self._take_cut():
+                        return  # drop the final reply and the connection
+                    if chunk.startswith(b"354") or b"\r\n354" in chunk:
+                        in_data, dot_sent, tail = True, False, b"\r\n"
+                    elif dot_sent:
+                        in_data = dot_sent = False
+                    client.sendall(chunk)
+        except OSError:
+            return
+        finally:
+            sel.close()
+            client.close()
+            server.close()
+
+    def _take_cut(self) -> bool:
+        with self.lock:
+            if self.cuts_left <= 0:
+                return False
+            self.cuts_left -= 1
+            self.cuts += 1
+            return True

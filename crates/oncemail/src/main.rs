@@ -66,8 +66,9 @@ fn init_logging() {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let spool_dir = config.data_dir.join("spool");
-    let (spool, recovered) = spool::Spool::open(&spool_dir)
+    let opened = spool::Spool::open(&spool_dir)
         .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?;
+    let (spool, recovered) = (opened.spool, opened.messages);
 
     let mut listeners = Vec::new();
     for addr in &config.listen {

@@ -28,11 +28,12 @@ use std::thread;
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
+use crate::keep::{self, Keep, KeepFiles};
 use crate::record::{self, Kind};
 use crate::recover::{BODY_FILE, BODY_INLINE, Recovered};
 use crate::{
     Body, BodyRef, QueueId, SEGMENT_TARGET, SpoolError, Stored, segment_path, sidecar_path,
-    sync_dir,
+    sync_dir, unix_now,
 };
 
 /// Most jobs handled in one batch, so one huge burst cannot starve the callers at its head.
@@ -43,6 +44,7 @@ pub(crate) enum Job {
         qid: QueueId,
         envelope: Vec<u8>,
         body: Body,
+        keep: Option<Keep>,
         reply: oneshot::Sender<Result<Stored, SpoolError>>,
     },
     Update {
@@ -70,6 +72,13 @@ struct Committer {
     log_dir: PathBuf,
     segments: HashMap<u64, Segment>,
     active: u64,
+    keep: KeepFiles,
+    /// Set when a kept fact could not be copied: segments are no longer deleted, since
+    /// they hold the only copy. Cleared by a restart, whose recovery copies nothing but
+    /// reads the segments again.
+    keep_failed: bool,
+    /// The day (Unix days) expired keep files were last deleted.
+    expired_day: i64,
     // Held for the life of the thread: the spool lock is released when the writer stops.
     _lock: File,
 }
@@ -90,6 +99,9 @@ pub(crate) fn start(
         log_dir,
         segments,
         active: recovered.last_segment,
+        keep: KeepFiles::new(root),
+        keep_failed: false,
+        expired_day: 0,
         _lock: lock,
     };
     committer.start_segment()?;
@@ -111,6 +123,7 @@ struct Pending {
     qid: QueueId,
     envelope: Vec<u8>,
     body: BodyRef,
+    keep: Option<Keep>,
     reply: oneshot::Sender<Result<Stored, SpoolError>>,
 }
 
@@ -155,9 +168,10 @@ impl Committer {
 
     fn gather(&self, job: Job, base: u64, batch: &mut Batch) {
         match job {
-            Job::Commit { qid, envelope, body, reply } => {
-                let body = encode_commit(qid, &envelope, &body, base, self.active, batch);
-                batch.committed.push(Pending { qid, envelope, body, reply });
+            Job::Commit { qid, envelope, body, keep, reply } => {
+                let commit = Commit { qid, envelope: &envelope, body: &body, keep: keep.as_ref() };
+                let body = encode_commit(&commit, base, self.active, batch);
+                batch.committed.push(Pending { qid, envelope, body, keep, reply });
             }
             Job::Update { qid, segment, update, reply } => {
                 let payload = [&qid.raw().to_le_bytes()[..], &update];
@@ -207,7 +221,10 @@ impl Committer {
     }
 
     fn answer(&mut self, batch: Batch, ok: bool) {
-        for Pending { qid, envelope, body, reply } in batch.committed {
+        for Pending { qid, envelope, body, keep, reply } in batch.committed {
+            if let (true, Some(keep)) = (ok, &keep) {
+                self.keep_copy(qid, keep);
+            }
             let result = if ok {
                 if let Some(segment) = self.segments.get_mut(&self.active) {
                     segment.live += 1;
@@ -243,11 +260,33 @@ impl Committer {
         }
     }
 
+    /// The lazily flushed copy of a kept fact; see the `keep` module.
+    fn keep_copy(&mut self, qid: QueueId, keep: &Keep) {
+        if let Err(e) = self.keep.append(qid, keep) {
+            warn!(error = %e, "cannot copy a kept fact; its segment will be kept instead");
+            self.keep_failed = true;
+        }
+    }
+
     fn delete_segment(&mut self, id: u64) {
+        // The segment holds kept facts of its messages; their copies must be on disk first.
+        if self.keep_failed || self.keep.flush().is_err() {
+            warn!(segment = id, "kept facts are not safely copied; not deleting the segment");
+            return;
+        }
+        self.expire_keep_files();
         self.segments.remove(&id);
         // Segment first: a sidecar without its segment is an orphan recovery removes.
         let _ = fs::remove_file(segment_path(&self.log_dir, id));
         let _ = fs::remove_file(sidecar_path(&self.log_dir, id));
+    }
+
+    fn expire_keep_files(&mut self) {
+        let now = unix_now();
+        if now / 86_400 != self.expired_day {
+            self.expired_day = now / 86_400;
+            self.keep.expire(now);
+        }
     }
 
     fn rotate(&mut self) {
@@ -286,33 +325,42 @@ impl Committer {
     }
 }
 
-/// Appends a commit record to the batch; returns where its body will be readable.
-fn encode_commit(
+/// A commit job's parts, borrowed for encoding.
+struct Commit<'a> {
     qid: QueueId,
-    envelope: &[u8],
-    body: &Body,
-    base: u64,
-    segment: u64,
-    batch: &mut Batch,
-) -> BodyRef {
-    let mut head = Vec::with_capacity(envelope.len() + 32);
-    head.extend_from_slice(&qid.raw().to_le_bytes());
+    envelope: &'a [u8],
+    body: &'a Body,
+    keep: Option<&'a Keep>,
+}
 
-    match body {
+/// Appends a commit record to the batch; returns where its body will be readable.
+fn encode_commit(commit: &Commit, base: u64, segment: u64, batch: &mut Batch) -> BodyRef {
+    let mut head = Vec::with_capacity(commit.envelope.len() + 64);
+    head.extend_from_slice(&commit.qid.raw().to_le_bytes());
+    head.push(match commit.body {
+        Body::Inline(_) => BODY_INLINE,
+        Body::File { .. } => BODY_FILE,
+    });
+    record::put_bytes(&mut head, commit.envelope);
+    match commit.keep {
+        Some(fact) => {
+            head.push(1);
+            keep::encode_payload(commit.qid, fact, &mut head);
+        }
+        None => head.push(0),
+    }
+
+    match commit.body {
         Body::Inline(bytes) => {
-            head.push(BODY_INLINE);
-            record::put_bytes(&mut head, envelope);
             let payload_at = record::encode(Kind::Commit, &[&head, bytes], &mut batch.commits);
             let offset = base + (payload_at + head.len()) as u64;
             BodyRef::Inline { segment, offset, len: bytes.len() as u64 }
         }
         &Body::File { len } => {
-            head.push(BODY_FILE);
-            record::put_bytes(&mut head, envelope);
             head.extend_from_slice(&len.to_le_bytes());
             record::encode(Kind::Commit, &[&head], &mut batch.commits);
             batch.sync_data_dir = true;
-            BodyRef::File { qid, len }
+            BodyRef::File { qid: commit.qid, len }
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   recipient final, removes it again.
 //! - [`Spool::open`] returns every committed message not yet removed, and deletes what
 //!   unfinished transactions left behind (body files no commit refers to).
+//! - A commit may carry a [`Keep`]: a small fact that [`Spool::open`] returns until its
+//!   expiry, even after the message is removed (the duplicate-suppression index uses it).
 //!
 //! # Layout (under the spool directory)
 //!
@@ -23,6 +25,7 @@
 //!                      and removals while <id> is the segment being appended to
 //! log/<id>.out         updates and removals for the messages of <id>.seg after that
 //! data/<queue id>      bodies too large to keep in memory until the commit
+//! keep/<day>.log       copies of kept facts, by expiry day (see the `keep` module)
 //! ```
 //!
 //! # Group commit
@@ -38,6 +41,7 @@
 //! message keeps its whole segment (up to [`SEGMENT_TARGET`] bytes) on disk.
 
 mod committer;
+mod keep;
 mod qid;
 pub mod record;
 mod recover;
@@ -49,6 +53,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
+pub use keep::{Keep, Kept};
 pub use qid::QueueId;
 
 /// A segment is closed and a new one started once it grows past this size.
@@ -106,6 +111,15 @@ pub struct Stored {
     pub updates: Vec<Vec<u8>>,
 }
 
+/// What [`Spool::open`] found.
+pub struct Opened {
+    pub spool: Spool,
+    /// Committed messages not yet removed, oldest first.
+    pub messages: Vec<Stored>,
+    /// Unexpired kept facts, one per message that carried one.
+    pub kept: Vec<Kept>,
+}
+
 /// Handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
@@ -116,8 +130,8 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating if needed) the spool under `root`, recovers it, and starts the
     /// writer thread. Fails if another process holds the spool.
-    pub fn open(root: &Path) -> Result<(Spool, Vec<Stored>), SpoolError> {
-        for dir in ["log", "data"] {
+    pub fn open(root: &Path) -> Result<Opened, SpoolError> {
+        for dir in ["log", "data", "keep"] {
             fs::create_dir_all(root.join(dir))?;
         }
         let lock = lock_spool(root)?;
@@ -126,7 +140,7 @@ impl Spool {
         let jobs = committer::start(root, lock, &recovered)?;
 
         let spool = Spool { root: root.to_path_buf(), jobs };
-        Ok((spool, recovered.messages))
+        Ok(Opened { spool, messages: recovered.messages, kept: recovered.kept })
     }
 
     /// Creates the file a large body streams into before its commit. The name is the
@@ -147,9 +161,10 @@ impl Spool {
         qid: QueueId,
         envelope: Vec<u8>,
         body: Body,
+        keep: Option<Keep>,
     ) -> Result<Stored, SpoolError> {
         let (reply, answer) = oneshot::channel();
-        let job = committer::Job::Commit { qid, envelope, body, reply };
+        let job = committer::Job::Commit { qid, envelope, body, keep, reply };
         self.jobs.send(job).map_err(|_| SpoolError::Stopped)?;
         answer.await.map_err(|_| SpoolError::Stopped)?
     }
@@ -217,6 +232,14 @@ fn segment_path(log_dir: &Path, id: u64) -> PathBuf {
 
 fn sidecar_path(log_dir: &Path, id: u64) -> PathBuf {
     log_dir.join(format!("{id:016x}.out"))
+}
+
+/// The current Unix time in seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// fsyncs a directory, making the creation, rename or removal of its entries durable.

@@ -28,6 +28,8 @@ pub enum Kind {
     Update = 2,
     /// Every recipient of the message is final; it is gone from the spool.
     Done = 3,
+    /// A fact kept after its message is gone (see `keep`).
+    Keep = 4,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             1 => Some(Kind::Commit),
             2 => Some(Kind::Update),
             3 => Some(Kind::Done),
+            4 => Some(Kind::Keep),
             _ => None,
         }
     }

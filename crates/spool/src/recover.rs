@@ -13,8 +13,9 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
+use crate::keep::{self, Kept};
 use crate::record::{self, Fields, Kind};
-use crate::{BodyRef, QueueId, Stored, segment_path, sidecar_path};
+use crate::{BodyRef, QueueId, Stored, segment_path, sidecar_path, unix_now};
 
 /// Payload tag of a commit record whose body follows inline.
 pub(crate) const BODY_INLINE: u8 = 0;
@@ -23,6 +24,7 @@ pub(crate) const BODY_FILE: u8 = 1;
 
 pub(crate) struct Recovered {
     pub messages: Vec<Stored>,
+    pub kept: Vec<Kept>,
     /// Live message count per surviving segment.
     pub live: HashMap<u64, usize>,
     /// The highest segment ID seen, so new segments get larger ones.
@@ -32,14 +34,20 @@ pub(crate) struct Recovered {
 pub(crate) fn scan(root: &Path) -> io::Result<Recovered> {
     let log_dir = root.join("log");
     let segments = list_segments(&log_dir)?;
+    let now = unix_now();
+    let mut kept: HashMap<QueueId, Kept> = HashMap::new();
+    for fact in keep::read_all(root, now)? {
+        kept.insert(fact.qid, fact);
+    }
     let mut recovered = Recovered {
         messages: Vec::new(),
+        kept: Vec::new(),
         live: HashMap::new(),
         last_segment: segments.iter().copied().max().unwrap_or(0),
     };
 
     for &id in &segments {
-        let messages = read_segment(&log_dir, id)?;
+        let messages = read_segment(&log_dir, id, now, &mut kept)?;
         if messages.is_empty() {
             delete_segment(&log_dir, id);
             continue;
@@ -51,6 +59,8 @@ pub(crate) fn scan(root: &Path) -> io::Result<Recovered> {
     remove_orphan_sidecars(&log_dir, &segments)?;
     remove_orphan_bodies(root, &recovered.messages)?;
     recovered.messages.sort_by_key(|m| m.qid);
+    recovered.kept = kept.into_values().collect();
+    recovered.kept.sort_by_key(|k| k.qid);
     if let Some(last) = recovered.messages.last() {
         QueueId::observe(last.qid);
     }
@@ -72,8 +82,14 @@ fn list_segments(log_dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
-/// Live messages of one segment, with their updates applied.
-fn read_segment(log_dir: &Path, id: u64) -> io::Result<Vec<Stored>> {
+/// Live messages of one segment, with their updates applied. Kept facts of every commit
+/// in it, removed or not, go to `kept`.
+fn read_segment(
+    log_dir: &Path,
+    id: u64,
+    now: i64,
+    kept: &mut HashMap<QueueId, Kept>,
+) -> io::Result<Vec<Stored>> {
     let path = segment_path(log_dir, id);
     let bytes = fs::read(&path)?;
     let (records, torn) = record::decode_all(&bytes);
@@ -90,7 +106,12 @@ fn read_segment(log_dir: &Path, id: u64) -> io::Result<Vec<Stored>> {
             continue;
         }
         match parse_commit(id, rec.payload, rec.payload_at) {
-            Some(stored) => messages.push(stored),
+            Some((stored, fact)) => {
+                if let Some(fact) = fact.filter(|f| f.keep.expires > now) {
+                    kept.insert(fact.qid, fact);
+                }
+                messages.push(stored);
+            }
             None => warn!(path = %path.display(), "commit record with a bad payload, skipped"),
         }
     }
@@ -138,29 +159,33 @@ fn apply_update(rec: &record::Decoded, updates: &mut Updates, removed: &mut Hash
         Kind::Done => {
             removed.insert(qid);
         }
-        Kind::Commit => {}
+        Kind::Commit | Kind::Keep => {}
     }
 }
 
-/// Commit payload: qid u64, body tag u8, envelope (length-prefixed), then the inline body
-/// or, for a body file, its length as u64.
-fn parse_commit(segment: u64, payload: &[u8], payload_at: usize) -> Option<Stored> {
+/// Commit payload: qid u64, body tag u8, envelope (length-prefixed), keep flag u8 and,
+/// when set, the kept fact; then the inline body or, for a body file, its length as u64.
+fn parse_commit(segment: u64, payload: &[u8], at: usize) -> Option<(Stored, Option<Kept>)> {
     let mut fields = Fields::new(payload);
     let qid = QueueId::from_raw(fields.u64()?);
     let tag = fields.u8()?;
     let envelope = fields.bytes()?.to_vec();
+    let fact = match fields.u8()? {
+        0 => None,
+        _ => Some(keep::decode_payload(&mut fields)?),
+    };
 
     let body = match tag {
         BODY_INLINE => {
             let body = fields.rest();
-            let offset = payload_at + (payload.len() - body.len());
+            let offset = at + (payload.len() - body.len());
             let (offset, len) = (offset as u64, body.len() as u64);
             BodyRef::Inline { segment, offset, len }
         }
         BODY_FILE => BodyRef::File { qid, len: fields.u64()? },
         _ => return None,
     };
-    Some(Stored { qid, segment, envelope, body, updates: Vec::new() })
+    Some((Stored { qid, segment, envelope, body, updates: Vec::new() }, fact))
 }
 
 /// A torn tail is expected after a crash; anything readable after it is not.

@@ -9,6 +9,11 @@ use super::*;
 
 /// Opens the spool, retrying while the previous instance's writer thread is still exiting.
 fn reopen(root: &Path) -> (Spool, Vec<Stored>) {
+    let opened = reopen_all(root);
+    (opened.spool, opened.messages)
+}
+
+fn reopen_all(root: &Path) -> Opened {
     for _ in 0..200 {
         match Spool::open(root) {
             Ok(opened) => return opened,
@@ -25,17 +30,17 @@ async fn commit_file(spool: &Spool, body: &[u8]) -> Stored {
     file.write_all(body).unwrap();
     file.sync_data().unwrap();
     let len = body.len() as u64;
-    spool.commit(qid, b"env-file".to_vec(), Body::File { len }).await.unwrap()
+    spool.commit(qid, b"env-file".to_vec(), Body::File { len }, None).await.unwrap()
 }
 
 #[tokio::test]
 async fn committed_messages_come_back_with_their_bodies() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, found) = Spool::open(dir.path()).unwrap();
+    let Opened { spool, messages: found, .. } = Spool::open(dir.path()).unwrap();
     assert!(found.is_empty());
 
     let qid = QueueId::generate();
-    let inline = spool.commit(qid, b"env".to_vec(), Body::Inline(b"small".to_vec())).await;
+    let inline = spool.commit(qid, b"env".to_vec(), Body::Inline(b"small".to_vec()), None).await;
     let inline = inline.unwrap();
     let file = commit_file(&spool, b"a bigger body").await;
     assert_eq!(spool.read_body(&inline.body).unwrap(), b"small");
@@ -53,7 +58,7 @@ async fn committed_messages_come_back_with_their_bodies() {
 #[tokio::test]
 async fn updates_come_back_in_order_and_removed_messages_do_not() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
     let keep = commit_file(&spool, b"keep").await;
     let gone = commit_file(&spool, b"gone").await;
 
@@ -75,7 +80,7 @@ async fn updates_come_back_in_order_and_removed_messages_do_not() {
 #[tokio::test]
 async fn leftover_bodies_and_empty_segments_are_cleaned_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
     let never = QueueId::generate();
     spool.create_body_file(never).unwrap().write_all(b"partial").unwrap();
     let done = commit_file(&spool, b"done").await;
@@ -92,9 +97,9 @@ async fn leftover_bodies_and_empty_segments_are_cleaned_at_open() {
 #[tokio::test]
 async fn a_torn_tail_loses_only_the_unacknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
     let qid = QueueId::generate();
-    let good = spool.commit(qid, b"e".to_vec(), Body::Inline(b"b".to_vec())).await.unwrap();
+    let good = spool.commit(qid, b"e".to_vec(), Body::Inline(b"b".to_vec()), None).await.unwrap();
     drop(spool);
 
     let seg = segment_path(&dir.path().join("log"), good.segment);
@@ -111,14 +116,14 @@ async fn a_torn_tail_loses_only_the_unacknowledged_write() {
 #[tokio::test]
 async fn a_second_process_cannot_open_the_spool() {
     let dir = tempfile::tempdir().unwrap();
-    let (_spool, _) = Spool::open(dir.path()).unwrap();
+    let _spool = Spool::open(dir.path()).unwrap().spool;
     assert!(matches!(Spool::open(dir.path()), Err(SpoolError::Locked(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_all_land_across_segment_rotations() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
 
     // Waves of concurrent commits, so that batches end and segments rotate between them.
     let mut stored = Vec::new();
@@ -129,7 +134,7 @@ async fn concurrent_commits_all_land_across_segment_rotations() {
             tasks.push(tokio::spawn(async move {
                 let body = vec![b'a' + (i % 26) as u8; 1000 + i as usize];
                 let qid = QueueId::generate();
-                spool.commit(qid, i.to_le_bytes().to_vec(), Body::Inline(body)).await.unwrap()
+                spool.commit(qid, i.to_le_bytes().to_vec(), Body::Inline(body), None).await.unwrap()
             }));
         }
         for task in tasks {
@@ -160,14 +165,14 @@ async fn concurrent_commits_all_land_across_segment_rotations() {
 #[tokio::test]
 async fn updates_before_and_after_rotation_come_back_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(dir.path()).unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
     let old = commit_file(&spool, b"old").await;
     spool.update(&old, b"in segment".to_vec()).await.unwrap();
 
     // A body bigger than the test segment target makes the writer rotate after its batch.
     let big = Body::Inline(vec![b'x'; SEGMENT_TARGET as usize + 1]);
-    let filler = spool.commit(QueueId::generate(), b"f".to_vec(), big).await.unwrap();
-    let next = spool.commit(QueueId::generate(), b"n".to_vec(), Body::Inline(b"n".to_vec()));
+    let filler = spool.commit(QueueId::generate(), b"f".to_vec(), big, None).await.unwrap();
+    let next = spool.commit(QueueId::generate(), b"n".to_vec(), Body::Inline(b"n".to_vec()), None);
     assert_ne!(next.await.unwrap().segment, old.segment, "the writer moved on");
 
     spool.update(&old, b"in sidecar".to_vec()).await.unwrap();
@@ -178,4 +183,47 @@ async fn updates_before_and_after_rotation_come_back_in_order() {
     let old_found = found.iter().find(|m| m.qid == old.qid).unwrap();
     assert_eq!(old_found.updates, vec![b"in segment".to_vec(), b"in sidecar".to_vec()]);
     assert!(!found.iter().any(|m| m.qid == filler.qid));
+}
+
+#[tokio::test]
+async fn kept_facts_outlive_their_message_and_segment_until_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
+    let now = unix_now();
+    let keep = |expires, data: &[u8]| Some(Keep { expires, data: data.to_vec() });
+
+    let body = || Body::Inline(b"b".to_vec());
+    let live = spool.commit(QueueId::generate(), b"e".to_vec(), body(), keep(now + 3600, b"L"));
+    let live = live.await.unwrap();
+    let gone = spool.commit(QueueId::generate(), b"e".to_vec(), body(), keep(now + 3600, b"G"));
+    let gone = gone.await.unwrap();
+    let stale = spool.commit(QueueId::generate(), b"e".to_vec(), body(), keep(now - 5, b"S"));
+    let stale = stale.await.unwrap();
+
+    // Rotate, then remove `gone` and `stale`: their segment still holds `live`.
+    let big = Body::Inline(vec![b'x'; SEGMENT_TARGET as usize + 1]);
+    let filler = spool.commit(QueueId::generate(), b"f".to_vec(), big, None).await.unwrap();
+    spool.remove(&gone).unwrap();
+    spool.remove(&stale).unwrap();
+    spool.remove(&filler).unwrap();
+    drop(spool);
+
+    let opened = reopen_all(dir.path());
+    let data: Vec<&[u8]> = opened.kept.iter().map(|k| &k.keep.data[..]).collect();
+    assert_eq!(data, vec![&b"L"[..], &b"G"[..]], "expired facts are not returned");
+    assert_eq!(opened.kept[1].qid, gone.qid);
+
+    // Now remove `live` too: the first segment goes, the facts stay via the keep files.
+    opened.spool.remove(&opened.messages[0]).unwrap();
+    let big = Body::Inline(vec![b'x'; SEGMENT_TARGET as usize + 1]);
+    let next = opened.spool.commit(QueueId::generate(), b"f".to_vec(), big, None).await.unwrap();
+    opened.spool.remove(&next).unwrap();
+    let seg = segment_path(&dir.path().join("log"), live.segment);
+    drop(opened);
+
+    let opened = reopen_all(dir.path());
+    assert!(!seg.exists(), "the first segment was deleted");
+    assert!(opened.messages.is_empty());
+    let qids: Vec<QueueId> = opened.kept.iter().map(|k| k.qid).collect();
+    assert_eq!(qids, vec![live.qid, gone.qid]);
 }

@@ -429,8 +429,7 @@ impl Session {
         }
 
         let envelope = self.envelope(txn, finished.qid, finished.len, finished.sha256);
-        let committed =
-            self.ctx.spool.commit(finished.qid, envelope.encode(), finished.body, None);
+        let committed = self.ctx.spool.commit(finished.qid, envelope.encode(), finished.body, None);
         match committed.await {
             Ok(stored) => Some((stored, envelope)),
             Err(e) => {

@@ -140,10 +140,7 @@ impl Domain {
             (Self::Name(a), Self::Name(b)) => a.eq_ignore_ascii_case(b),
             (
                 Self::General { tag, content },
-                Self::General {
-                    tag: other_tag,
-                    content: other_content,
-                },
+                Self::General { tag: other_tag, content: other_content },
             ) => tag.eq_ignore_ascii_case(other_tag) && content == other_content,
             _ => self == other,
         }
@@ -154,10 +151,9 @@ impl Domain {
     pub fn to_ascii_lowercase(&self) -> Domain {
         match self {
             Self::Name(name) => Self::Name(name.to_ascii_lowercase()),
-            Self::General { tag, content } => Self::General {
-                tag: tag.to_ascii_lowercase(),
-                content: content.clone(),
-            },
+            Self::General { tag, content } => {
+                Self::General { tag: tag.to_ascii_lowercase(), content: content.clone() }
+            }
             literal => literal.clone(),
         }
     }

@@ -56,19 +56,10 @@ pub struct RcptParams {}
 pub enum Command {
     Ehlo(String),
     Helo(String),
-    Mail {
-        from: ReversePath,
-        params: MailParams,
-    },
-    Rcpt {
-        to: ForwardPath,
-        params: RcptParams,
-    },
+    Mail { from: ReversePath, params: MailParams },
+    Rcpt { to: ForwardPath, params: RcptParams },
     Data,
-    Bdat {
-        size: u64,
-        last: bool,
-    },
+    Bdat { size: u64, last: bool },
     Rset,
     Noop,
     Quit,
@@ -76,10 +67,7 @@ pub enum Command {
     Expn(String),
     Help(Option<String>),
     StartTls,
-    Auth {
-        mechanism: String,
-        initial: Option<String>,
-    },
+    Auth { mechanism: String, initial: Option<String> },
 }
 
 /// Why a line is not a command we can act on. Each variant maps to one reply
@@ -183,9 +171,7 @@ pub fn parse_command(line: &[u8]) -> Parsed {
         None => (line, ""),
     };
 
-    let verb = VERBS
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(word));
+    let verb = VERBS.iter().find(|(name, _)| name.eq_ignore_ascii_case(word));
     let Some(&(_, verb)) = verb else {
         return Err(CommandError::Unrecognized);
     };
@@ -205,9 +191,7 @@ fn dispatch(verb: Verb, args: &str) -> Parsed {
         Verb::Quit => no_argument(args, Command::Quit),
         Verb::Vrfy => some_text(args, "VRFY needs an argument").map(Command::Vrfy),
         Verb::Expn => some_text(args, "EXPN needs an argument").map(Command::Expn),
-        Verb::Help => Ok(Command::Help(
-            Some(args.to_owned()).filter(|a| !a.is_empty()),
-        )),
+        Verb::Help => Ok(Command::Help(Some(args.to_owned()).filter(|a| !a.is_empty()))),
         Verb::StartTls => no_argument(args, Command::StartTls),
         Verb::Auth => auth(args),
     }
@@ -282,8 +266,7 @@ fn params_text(rest: &str) -> Result<&str, CommandError> {
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.as_bytes().get(..prefix.len())?;
     // The prefix is ASCII, so a match ends on a character boundary.
-    head.eq_ignore_ascii_case(prefix.as_bytes())
-        .then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix.as_bytes()).then(|| &s[prefix.len()..])
 }
 
 fn bdat(args: &str) -> Parsed {

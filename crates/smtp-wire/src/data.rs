@@ -73,10 +73,7 @@ impl Default for DataDecoder {
 
 impl DataDecoder {
     pub fn new() -> Self {
-        DataDecoder {
-            state: State::LineStart,
-            bare: false,
-        }
+        DataDecoder { state: State::LineStart, bare: false }
     }
 
     /// Decodes DATA content (the bytes after the 354 reply), writing dot-unstuffed content to

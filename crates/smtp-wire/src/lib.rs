@@ -4,7 +4,7 @@
 //! server session feeds it the bytes it has read and acts on what comes back;
 //! the relay client uses the same types to write commands and DATA content.
 //!
-//! - [`line`] cuts command lines out of a read buffer, with a length limit that
+//! - [`line`](mod@line) cuts command lines out of a read buffer, with a length limit that
 //!   bounds the caller's buffer.
 //! - [`command`] parses one command line into a [`command::Command`].
 //! - [`address`] holds RFC 5321 / RFC 6531 paths and mailboxes.

@@ -35,10 +35,7 @@ pub struct LineReader {
 
 impl LineReader {
     pub fn new(max_len: usize) -> Self {
-        LineReader {
-            max_len,
-            discarding: false,
-        }
+        LineReader { max_len, discarding: false }
     }
 
     /// Looks for the next command line at the start of `buf`. Returns the event (if any) and

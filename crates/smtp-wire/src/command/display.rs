@@ -26,9 +26,7 @@ impl fmt::Display for Command {
             Self::StartTls => f.write_str("STARTTLS"),
             Self::Auth { mechanism, initial } => {
                 write!(f, "AUTH {mechanism}")?;
-                initial
-                    .as_ref()
-                    .map_or(Ok(()), |initial| write!(f, " {initial}"))
+                initial.as_ref().map_or(Ok(()), |initial| write!(f, " {initial}"))
             }
         }
     }

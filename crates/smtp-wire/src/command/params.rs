@@ -80,12 +80,8 @@ fn body_value(value: Option<&str>) -> Result<Body, CommandError> {
         ("8BITMIME", Body::EightBitMime),
         ("BINARYMIME", Body::BinaryMime),
     ];
-    let found = known
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(value));
-    found
-        .map(|&(_, body)| body)
-        .ok_or(syntax("invalid BODY value"))
+    let found = known.iter().find(|(name, _)| name.eq_ignore_ascii_case(value));
+    found.map(|&(_, body)| body).ok_or(syntax("invalid BODY value"))
 }
 
 /// Splits `KEYWORD[=value]` and checks both against RFC 5321 §4.1.2:

@@ -10,10 +10,7 @@ fn parse(line: &str) -> Parsed {
 }
 
 fn mailbox(local: &str, domain: &str) -> Mailbox {
-    Mailbox {
-        local: local.into(),
-        domain: Domain::Name(domain.into()),
-    }
+    Mailbox { local: local.into(), domain: Domain::Name(domain.into()) }
 }
 
 fn mail(from: ReversePath, params: MailParams) -> Command {
@@ -21,10 +18,7 @@ fn mail(from: ReversePath, params: MailParams) -> Command {
 }
 
 fn mail_from(local: &str, domain: &str) -> Command {
-    mail(
-        ReversePath::Mailbox(mailbox(local, domain)),
-        MailParams::default(),
-    )
+    mail(ReversePath::Mailbox(mailbox(local, domain)), MailParams::default())
 }
 
 fn rcpt(to: ForwardPath) -> Command {
@@ -46,23 +40,14 @@ fn check(cases: &[(&str, Parsed)]) {
 #[test]
 fn greetings() {
     check(&[
-        (
-            "EHLO mail.example",
-            Ok(Command::Ehlo("mail.example".into())),
-        ),
+        ("EHLO mail.example", Ok(Command::Ehlo("mail.example".into()))),
         ("ehlo [192.0.2.1]", Ok(Command::Ehlo("[192.0.2.1]".into()))),
         ("HeLo x", Ok(Command::Helo("x".into()))),
         ("EHLO   spaced  ", Ok(Command::Ehlo("spaced".into()))),
-        (
-            "EHLO under_score!",
-            Ok(Command::Ehlo("under_score!".into())),
-        ),
+        ("EHLO under_score!", Ok(Command::Ehlo("under_score!".into()))),
         ("EHLO", Err(CommandError::Syntax("EHLO needs a domain"))),
         ("HELO ", Err(CommandError::Syntax("HELO needs a domain"))),
-        (
-            "EHLO a b",
-            Err(CommandError::Syntax("expected exactly one argument")),
-        ),
+        ("EHLO a b", Err(CommandError::Syntax("expected exactly one argument"))),
     ]);
 }
 
@@ -74,31 +59,16 @@ fn mail_forms() {
         ("mail from:<a@b.example>", Ok(mail_from("a", "b.example"))),
         ("MaIl FrOm:<a@B.Example>", Ok(mail_from("a", "B.Example"))),
         ("MAIL FROM: <a@b.example>", Ok(mail_from("a", "b.example"))),
-        (
-            "MAIL  FROM:   <a@b.example>  ",
-            Ok(mail_from("a", "b.example")),
-        ),
+        ("MAIL  FROM:   <a@b.example>  ", Ok(mail_from("a", "b.example"))),
         ("MAIL FROM:<>", Ok(null())),
         ("MAIL FROM: <>", Ok(null())),
-        (
-            r#"MAIL FROM:<"john doe"@example.com>"#,
-            Ok(mail_from("john doe", "example.com")),
-        ),
+        (r#"MAIL FROM:<"john doe"@example.com>"#, Ok(mail_from("john doe", "example.com"))),
         (r#"MAIL FROM:<"a\"b"@x>"#, Ok(mail_from("a\"b", "x"))),
         (r#"MAIL FROM:<"a\\b"@x>"#, Ok(mail_from("a\\b", "x"))),
         (r#"MAIL FROM:<"a>b"@x>"#, Ok(mail_from("a>b", "x"))),
-        (
-            "MAIL FROM:<用户@例子.广告>",
-            Ok(mail_from("用户", "例子.广告")),
-        ),
-        (
-            "MAIL FROM:<@a.example:u@c.example>",
-            Ok(mail_from("u", "c.example")),
-        ),
-        (
-            "MAIL FROM:<a.b+tag@x-y.example>",
-            Ok(mail_from("a.b+tag", "x-y.example")),
-        ),
+        ("MAIL FROM:<用户@例子.广告>", Ok(mail_from("用户", "例子.广告"))),
+        ("MAIL FROM:<@a.example:u@c.example>", Ok(mail_from("u", "c.example"))),
+        ("MAIL FROM:<a.b+tag@x-y.example>", Ok(mail_from("a.b+tag", "x-y.example"))),
     ]);
 }
 
@@ -106,21 +76,12 @@ fn mail_forms() {
 fn rcpt_forms() {
     let v4 = Domain::Ipv4(Ipv4Addr::LOCALHOST);
     let v6 = Domain::Ipv6(Ipv6Addr::LOCALHOST);
-    let general = Domain::General {
-        tag: "x-tag".into(),
-        content: "a:b".into(),
-    };
+    let general = Domain::General { tag: "x-tag".into(), content: "a:b".into() };
     let name = |s: &str| Domain::Name(s.into());
     check(&[
         ("RCPT TO:<u@c.example>", Ok(rcpt_to("u", name("c.example")))),
-        (
-            "rcpt to: <u@c.example>",
-            Ok(rcpt_to("u", name("c.example"))),
-        ),
-        (
-            "RCPT TO:<@a.example,@b.example:user@c.example>",
-            Ok(rcpt_to("user", name("c.example"))),
-        ),
+        ("rcpt to: <u@c.example>", Ok(rcpt_to("u", name("c.example")))),
+        ("RCPT TO:<@a.example,@b.example:user@c.example>", Ok(rcpt_to("user", name("c.example")))),
         ("RCPT TO:<user@[127.0.0.1]>", Ok(rcpt_to("user", v4))),
         ("RCPT TO:<user@[IPv6:::1]>", Ok(rcpt_to("user", v6.clone()))),
         ("RCPT TO:<user@[ipv6:0:0::1]>", Ok(rcpt_to("user", v6))),
@@ -128,51 +89,29 @@ fn rcpt_forms() {
         ("RCPT TO:<Postmaster>", Ok(rcpt(ForwardPath::Postmaster))),
         ("RCPT TO:<postmaster>", Ok(rcpt(ForwardPath::Postmaster))),
         ("RCPT TO: <POSTMASTER>", Ok(rcpt(ForwardPath::Postmaster))),
-        (
-            "RCPT TO:<postmaster@x.example>",
-            Ok(rcpt_to("postmaster", name("x.example"))),
-        ),
+        ("RCPT TO:<postmaster@x.example>", Ok(rcpt_to("postmaster", name("x.example")))),
     ]);
 }
 
 #[test]
 fn mail_parameters() {
     let with = |size, body, smtputf8| {
-        let params = MailParams {
-            size,
-            body,
-            smtputf8,
-        };
+        let params = MailParams { size, body, smtputf8 };
         Ok(mail(ReversePath::Mailbox(mailbox("a", "b")), params))
     };
     check(&[
         ("MAIL FROM:<a@b> SIZE=1000", with(Some(1000), None, false)),
         ("MAIL FROM:<a@b> size=0", with(Some(0), None, false)),
-        (
-            "MAIL FROM:<a@b> BODY=8bitmime",
-            with(None, Some(Body::EightBitMime), false),
-        ),
-        (
-            "MAIL FROM:<a@b> body=7BIT",
-            with(None, Some(Body::SevenBit), false),
-        ),
-        (
-            "MAIL FROM:<a@b> Body=BinaryMime",
-            with(None, Some(Body::BinaryMime), false),
-        ),
+        ("MAIL FROM:<a@b> BODY=8bitmime", with(None, Some(Body::EightBitMime), false)),
+        ("MAIL FROM:<a@b> body=7BIT", with(None, Some(Body::SevenBit), false)),
+        ("MAIL FROM:<a@b> Body=BinaryMime", with(None, Some(Body::BinaryMime), false)),
         ("MAIL FROM:<a@b> smtputf8", with(None, None, true)),
         (
             "MAIL FROM:<a@b> SIZE=12 BODY=8BITMIME SMTPUTF8",
             with(Some(12), Some(Body::EightBitMime), true),
         ),
-        (
-            "MAIL FROM:<a@b>   SIZE=12   SMTPUTF8 ",
-            with(Some(12), None, true),
-        ),
-        (
-            "MAIL FROM:<a@b> SIZE=99999999999999999999",
-            with(Some(u64::MAX), None, false),
-        ),
+        ("MAIL FROM:<a@b>   SIZE=12   SMTPUTF8 ", with(Some(12), None, true)),
+        ("MAIL FROM:<a@b> SIZE=99999999999999999999", with(Some(u64::MAX), None, false)),
     ]);
 }
 
@@ -181,36 +120,18 @@ fn parameter_errors() {
     let syntax = |why| Err(CommandError::Syntax(why));
     let unknown = |key: &str| Err(CommandError::UnknownParameter(key.into()));
     check(&[
-        (
-            "MAIL FROM:<a@b>SIZE=1",
-            syntax("expected a space after the address"),
-        ),
+        ("MAIL FROM:<a@b>SIZE=1", syntax("expected a space after the address")),
         ("MAIL FROM:<a@b> SIZE=abc", syntax("invalid SIZE value")),
         ("MAIL FROM:<a@b> SIZE=-1", syntax("invalid SIZE value")),
-        (
-            "MAIL FROM:<a@b> SIZE=123456789012345678901",
-            syntax("invalid SIZE value"),
-        ),
+        ("MAIL FROM:<a@b> SIZE=123456789012345678901", syntax("invalid SIZE value")),
         ("MAIL FROM:<a@b> SIZE=", syntax("invalid parameter value")),
         ("MAIL FROM:<a@b> SIZE", syntax("SIZE needs a value")),
-        (
-            "MAIL FROM:<a@b> SIZE=1 size=2",
-            syntax("repeated parameter"),
-        ),
+        ("MAIL FROM:<a@b> SIZE=1 size=2", syntax("repeated parameter")),
         ("MAIL FROM:<a@b> BODY=9BIT", syntax("invalid BODY value")),
         ("MAIL FROM:<a@b> BODY", syntax("BODY needs a value")),
-        (
-            "MAIL FROM:<a@b> BODY=7BIT BODY=7BIT",
-            syntax("repeated parameter"),
-        ),
-        (
-            "MAIL FROM:<a@b> SMTPUTF8=yes",
-            syntax("SMTPUTF8 takes no value"),
-        ),
-        (
-            "MAIL FROM:<a@b> SMTPUTF8 SMTPUTF8",
-            syntax("repeated parameter"),
-        ),
+        ("MAIL FROM:<a@b> BODY=7BIT BODY=7BIT", syntax("repeated parameter")),
+        ("MAIL FROM:<a@b> SMTPUTF8=yes", syntax("SMTPUTF8 takes no value")),
+        ("MAIL FROM:<a@b> SMTPUTF8 SMTPUTF8", syntax("repeated parameter")),
         ("MAIL FROM:<a@b> -X=1", syntax("invalid parameter keyword")),
         ("MAIL FROM:<a@b> =1", syntax("invalid parameter keyword")),
         ("MAIL FROM:<a@b> X=a=b", syntax("invalid parameter value")),
@@ -220,10 +141,7 @@ fn parameter_errors() {
         ("RCPT TO:<a@b> NOTIFY=NEVER", unknown("NOTIFY")),
         ("RCPT TO:<a@b> ORCPT=rfc822;a@b", unknown("ORCPT")),
         ("RCPT TO:<a@b> N@TIFY", syntax("invalid parameter keyword")),
-        (
-            "RCPT TO:<a@b>NOTIFY=NEVER",
-            syntax("expected a space after the address"),
-        ),
+        ("RCPT TO:<a@b>NOTIFY=NEVER", syntax("expected a space after the address")),
     ]);
 }
 
@@ -236,14 +154,8 @@ fn path_errors() {
     let long_path = format!("MAIL FROM:<{}@b.example>", "a".repeat(245));
     let ok_local = Ok(mail_from(&"a".repeat(244), "b.example"));
     check(&[
-        (
-            "MAIL <a@b>",
-            Err(CommandError::Syntax("expected FROM:<address>")),
-        ),
-        (
-            "MAIL FROM <a@b>",
-            Err(CommandError::Syntax("expected FROM:<address>")),
-        ),
+        ("MAIL <a@b>", Err(CommandError::Syntax("expected FROM:<address>"))),
+        ("MAIL FROM <a@b>", Err(CommandError::Syntax("expected FROM:<address>"))),
         ("MAIL", Err(CommandError::Syntax("expected FROM:<address>"))),
         ("MAIL FROM:", sender(E::MissingBrackets)),
         ("MAIL FROM:a@b", sender(E::MissingBrackets)),
@@ -274,10 +186,7 @@ fn path_errors() {
         ("RCPT TO:<>", recipient(E::EmptyPath)),
         ("RCPT TO:a@b", recipient(E::MissingBrackets)),
         ("RCPT TO:<@a:Postmaster>", recipient(E::MissingDomain)),
-        (
-            "RCPT <a@b>",
-            Err(CommandError::Syntax("expected TO:<address>")),
-        ),
+        ("RCPT <a@b>", Err(CommandError::Syntax("expected TO:<address>"))),
     ]);
 }
 
@@ -288,9 +197,7 @@ fn domain_limits() {
     let max_label = format!("MAIL FROM:<a@{}.example>", label(63));
     assert_eq!(
         parse(&long_label),
-        Err(CommandError::BadSender(
-            "domain label longer than 63 octets"
-        ))
+        Err(CommandError::BadSender("domain label longer than 63 octets"))
     );
     assert!(parse(&max_label).is_ok());
 }
@@ -327,18 +234,9 @@ fn bdat() {
         ("BDAT", syntax("BDAT needs a chunk size")),
         ("BDAT x", syntax("invalid BDAT chunk size")),
         ("BDAT -1", syntax("invalid BDAT chunk size")),
-        (
-            "BDAT 18446744073709551616",
-            syntax("invalid BDAT chunk size"),
-        ),
-        (
-            "BDAT 123456789012345678901",
-            syntax("invalid BDAT chunk size"),
-        ),
-        (
-            "BDAT 10 FIRST",
-            syntax("expected LAST after the BDAT chunk size"),
-        ),
+        ("BDAT 18446744073709551616", syntax("invalid BDAT chunk size")),
+        ("BDAT 123456789012345678901", syntax("invalid BDAT chunk size")),
+        ("BDAT 10 FIRST", syntax("expected LAST after the BDAT chunk size")),
         ("BDAT 1 LAST x", syntax("too many BDAT arguments")),
     ]);
 }
@@ -372,10 +270,7 @@ fn auth() {
         ("AUTH SCRAM-SHA-256", auth("SCRAM-SHA-256", None)),
         ("AUTH", syntax("AUTH needs a mechanism")),
         ("AUTH PL@IN", syntax("invalid SASL mechanism name")),
-        (
-            "AUTH ABCDEFGHIJKLMNOPQRSTU",
-            syntax("invalid SASL mechanism name"),
-        ),
+        ("AUTH ABCDEFGHIJKLMNOPQRSTU", syntax("invalid SASL mechanism name")),
         ("AUTH PLAIN a b", syntax("too many AUTH arguments")),
     ]);
 }
@@ -415,14 +310,8 @@ fn errors_map_to_replies() {
 #[test]
 fn display_is_canonical() {
     let cases = [
-        (
-            "mail from: <a@b> smtputf8 size=5",
-            "MAIL FROM:<a@b> SIZE=5 SMTPUTF8",
-        ),
-        (
-            r#"MAIL FROM:<"john doe"@[IPv6:0::1]>"#,
-            r#"MAIL FROM:<"john doe"@[IPv6:::1]>"#,
-        ),
+        ("mail from: <a@b> smtputf8 size=5", "MAIL FROM:<a@b> SIZE=5 SMTPUTF8"),
+        (r#"MAIL FROM:<"john doe"@[IPv6:0::1]>"#, r#"MAIL FROM:<"john doe"@[IPv6:::1]>"#),
         ("MAIL FROM:<>", "MAIL FROM:<>"),
         ("rcpt to:<postMaster>", "RCPT TO:<Postmaster>"),
         ("RCPT TO:<@r.example:\"a\\\\\"@b>", "RCPT TO:<\"a\\\\\"@b>"),

@@ -15,11 +15,7 @@ fn decode_split(input: &[u8], cuts: &[usize]) -> (Vec<u8>, usize, bool, bool) {
         if decoded.end {
             return (out, consumed, true, decoder.bare_line_ending());
         }
-        assert_eq!(
-            decoded.consumed,
-            piece.len(),
-            "stopped early without an end"
-        );
+        assert_eq!(decoded.consumed, piece.len(), "stopped early without an end");
     }
     (out, consumed, false, decoder.bare_line_ending())
 }
@@ -55,12 +51,7 @@ fn reference_output(input: &[u8], end: Option<usize>) -> Vec<u8> {
     };
     let line_start = |i: usize| i == 0 || content[..i].ends_with(b"\r\n");
     let keep = |&(i, &b): &(usize, &u8)| !(b == b'.' && line_start(i));
-    let mut out: Vec<u8> = content
-        .iter()
-        .enumerate()
-        .filter(keep)
-        .map(|(_, &b)| b)
-        .collect();
+    let mut out: Vec<u8> = content.iter().enumerate().filter(keep).map(|(_, &b)| b).collect();
 
     let held = content.len() >= 2 && content.ends_with(b".\r") && line_start(content.len() - 2);
     if end.is_none() && held {
@@ -111,13 +102,7 @@ fn decoder_after_end_consumes_nothing() {
     let mut out = Vec::new();
     decoder.decode(b".\r\n", &mut out);
     let again = decoder.decode(b"more\r\n", &mut out);
-    assert_eq!(
-        again,
-        Decoded {
-            consumed: 0,
-            end: true
-        }
-    );
+    assert_eq!(again, Decoded { consumed: 0, end: true });
     assert!(out.is_empty());
 }
 
@@ -172,11 +157,7 @@ fn dot_before_bare_ending_is_dropped() {
 fn held_cr_across_calls() {
     let input = b"a\r\n.\rb\r\n.\r\n";
     for cut in 0..=input.len() {
-        assert_eq!(
-            decode_split(input, &[cut]),
-            decode_whole(input),
-            "cut {cut}"
-        );
+        assert_eq!(decode_split(input, &[cut]), decode_whole(input), "cut {cut}");
     }
 }
 
@@ -238,11 +219,8 @@ fn wire_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 /// Content lines without CR or LF, many of them starting with dots.
 fn clean_content() -> impl Strategy<Value = Vec<u8>> {
     let byte = prop_oneof![3 => Just(b'.'), 2 => Just(b'a'), 1 => any::<u8>()];
-    let line = prop::collection::vec(byte, 0..12).prop_map(|line| {
-        line.into_iter()
-            .filter(|&b| b != b'\r' && b != b'\n')
-            .collect()
-    });
+    let line = prop::collection::vec(byte, 0..12)
+        .prop_map(|line| line.into_iter().filter(|&b| b != b'\r' && b != b'\n').collect());
     let lines = prop::collection::vec(line, 0..10);
     (lines, any::<bool>()).prop_map(|(lines, crlf_at_end): (Vec<Vec<u8>>, bool)| {
         let mut content = lines.join(&b"\r\n"[..]);

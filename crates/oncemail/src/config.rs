@@ -19,6 +19,21 @@ struct RawConfig {
     server: RawServer,
     local: RawLocal,
     limits: RawLimits,
+    dedupe: RawDedupe,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDedupe {
+    /// How long a retry of an accepted message is recognised; "0s" turns it off.
+    #[serde(with = "humantime_serde")]
+    window: Duration,
+}
+
+impl Default for RawDedupe {
+    fn default() -> Self {
+        RawDedupe { window: Duration::from_secs(5 * 86_400) }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +121,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub local: Local,
     pub limits: Limits,
+    /// Duplicate-suppression window; zero turns suppression off.
+    pub dedupe_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +180,7 @@ impl Config {
             shutdown_grace: raw.server.shutdown_grace,
             local: validate_local(raw.local, &hostname)?,
             limits: validate_limits(raw.limits)?,
+            dedupe_window: raw.dedupe.window,
             hostname,
         };
         Ok(config)

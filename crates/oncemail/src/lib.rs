@@ -6,6 +6,7 @@
 //! stage may use. The invariants every change keeps are in `docs/DESIGN.md`.
 
 pub mod config;
+pub mod dedupe;
 pub mod deliver;
 pub mod envelope;
 pub mod maillog;
@@ -22,6 +23,7 @@ pub struct Context {
     pub config: config::Config,
     pub spool: spool::Spool,
     pub queue: queue::Queue,
+    pub dedupe: dedupe::Index,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
 }

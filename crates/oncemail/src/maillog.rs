@@ -24,6 +24,16 @@ pub fn accepted(qid: QueueId, session: u64, from: &str, recipients: usize, size:
     info!(queue_id = %qid, session, from = %from, recipients, size, gap_us, "accepted");
 }
 
+/// A retry of an accepted message (or some of its recipients) that was not queued again.
+pub fn suppressed(original: QueueId, session: u64, recipients: usize, scope: &str) {
+    info!(queue_id = %original, session, recipients, scope, "suppressed duplicate");
+}
+
+/// A session ended without QUIT right after a `250` it may never have received.
+pub fn ended_in_gap(qid: QueueId, session: u64, reason: &str) {
+    info!(queue_id = %qid, session, reason, "session ended in the gap");
+}
+
 pub fn rejected(session: u64, command: &str, code: u16, status: &str, text: &str) {
     info!(session, command, reply = %format_args!("{code} {status} {text}"), "rejected");
 }

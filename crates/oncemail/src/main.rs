@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use oncemail::config::{Config, Overrides};
-use oncemail::{Context, queue, receive};
+use oncemail::{Context, dedupe, queue, receive};
 
 #[derive(Parser)]
 #[command(name = "oncemail", version, about = "A mail transfer agent that delivers once")]
@@ -69,6 +69,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let opened = spool::Spool::open(&spool_dir)
         .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?;
     let (spool, recovered) = (opened.spool, opened.messages);
+    let dedupe = dedupe::Index::new(config.dedupe_window.as_secs() as i64);
+    dedupe.restore(&opened.kept);
 
     let mut listeners = Vec::new();
     for addr in &config.listen {
@@ -83,8 +85,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(watch_signals(shutdown.clone()));
 
     info!(listen = ?config.listen, data_dir = %config.data_dir.display(),
-        hostname = %config.hostname, domains = ?config.local.domains, "oncemail started");
-    let ctx = Arc::new(Context { config, spool, queue, shutdown });
+        hostname = %config.hostname, domains = ?config.local.domains,
+        dedupe_entries = dedupe.len(), "oncemail started");
+    let ctx = Arc::new(Context { config, spool, queue, dedupe, shutdown });
     receive::serve(ctx, listeners).await;
     info!("oncemail stopped");
     Ok(())

@@ -75,6 +75,12 @@ pub fn queued(qid: &str) -> Reply {
     Reply { code: 250, status: "2.0.0", text: format!("Ok: queued as {qid}").into() }
 }
 
+/// The answer to a retry of a message every recipient already has.
+pub fn duplicate(original: &str) -> Reply {
+    let text = format!("Ok: duplicate of {original}, already queued; not queued again");
+    Reply { code: 250, status: "2.0.0", text: text.into() }
+}
+
 pub fn chunk_received(octets: u64) -> Reply {
     Reply { code: 250, status: "2.0.0", text: format!("{octets} octets received").into() }
 }

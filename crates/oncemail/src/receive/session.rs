@@ -20,9 +20,10 @@ use smtp_wire::data::{BareEolScanner, DataDecoder};
 use smtp_wire::line::{Line, LineReader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::body::BodySink;
+use super::body::{BodySink, Finished};
 use super::received;
 use crate::Context;
+use crate::dedupe::{self, Claim};
 use crate::envelope::{Envelope, Recipient, Route};
 use crate::maillog;
 use crate::replies::{self, Reply};
@@ -75,6 +76,9 @@ pub struct Session {
     greeting: Greeting,
     transaction: Option<Transaction>,
     errors: u32,
+    /// A message acknowledged with `250` before the client has said anything since:
+    /// if the session ends now without `QUIT`, the reply may not have arrived.
+    unconfirmed: Option<spool::QueueId>,
 }
 
 impl Session {
@@ -92,6 +96,7 @@ impl Session {
             greeting: Greeting::None,
             transaction: None,
             errors: 0,
+            unconfirmed: None,
         }
     }
 
@@ -101,6 +106,9 @@ impl Session {
             Ok(()) | Err(End::Quit) => "quit",
             Err(End::Closed(reason)) => reason,
         };
+        if let (Some(qid), false) = (self.unconfirmed, reason == "quit") {
+            maillog::ended_in_gap(qid, self.id, reason);
+        }
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
         maillog::disconnected(self.id, self.peer, reason);
@@ -114,6 +122,8 @@ impl Session {
 
         loop {
             let line = self.next_line().await?;
+            // The client spoke again, so it read the reply to its last message.
+            self.unconfirmed = None;
             match line {
                 Some(line) => self.command(&line).await?,
                 None => self.error(&replies::LINE_TOO_LONG, "line")?,
@@ -385,41 +395,45 @@ impl Session {
         if bare {
             return self.error(&replies::BARE_LINE_ENDING, "DATA");
         }
-
-        let Some((stored, envelope)) = self.commit(sink, &txn).await else {
+        let Some(body) = self.finish_body(sink).await else {
             return self.error(&replies::LOCAL_ERROR, "DATA");
         };
+
+        let claim = self.claim_recipients(&txn, &body).await;
+        if claim.as_ref().is_some_and(dedupe::Claim::all_duplicates) {
+            return self.suppress(&txn, body, claim, ended).await;
+        }
+
+        let Some((stored, envelope)) = self.commit(&txn, body, claim).await else {
+            return self.error(&replies::LOCAL_ERROR, "DATA");
+        };
+        self.unconfirmed = Some(stored.qid);
         self.reply(&replies::queued(&stored.qid.to_string()));
         self.flush().await?;
         let gap_us = ended.elapsed().as_micros() as u64;
 
-        let from = envelope.sender.clone();
-        maillog::accepted(
-            stored.qid,
-            self.id,
-            &from,
-            envelope.recipients.len(),
-            envelope.size,
-            gap_us,
-        );
+        let (from, size) = (envelope.sender.as_str(), envelope.size);
+        let queued = envelope.recipients.len();
+        maillog::accepted(stored.qid, self.id, from, queued, size, gap_us);
+        if queued < txn.recipients.len() {
+            let suppressed = txn.recipients.len() - queued;
+            maillog::suppressed(stored.qid, self.id, suppressed, "some recipients");
+        }
         self.ctx.queue.submit(stored, envelope);
         Ok(())
     }
 
-    /// Makes the message durable: the body file's fdatasync, then the shared commit.
-    async fn commit(
-        &mut self,
-        sink: BodySink,
-        txn: &Transaction,
-    ) -> Option<(spool::Stored, Envelope)> {
-        let finished = match sink.finish() {
+    /// Hands the body over for commit; a body in its own file is fdatasync'd first, on the
+    /// blocking pool so that many sessions' flushes proceed in parallel.
+    async fn finish_body(&mut self, sink: BodySink) -> Option<Finished> {
+        let mut finished = match sink.finish() {
             Ok(finished) => finished,
             Err(e) => {
                 tracing::error!(session = self.id, error = %e, "cannot write message body");
                 return None;
             }
         };
-        if let Some(file) = finished.file {
+        if let Some(file) = finished.file.take() {
             let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
             if !matches!(synced, Ok(Ok(()))) {
                 tracing::error!(session = self.id, "cannot sync message body file");
@@ -427,27 +441,97 @@ impl Session {
                 return None;
             }
         }
+        Some(finished)
+    }
 
-        let envelope = self.envelope(txn, finished.qid, finished.len, finished.sha256);
-        let committed = self.ctx.spool.commit(finished.qid, envelope.encode(), finished.body, None);
-        match committed.await {
-            Ok(stored) => Some((stored, envelope)),
-            Err(e) => {
+    /// Looks the recipients up in the duplicate index; `None` when suppression is off.
+    async fn claim_recipients(&mut self, txn: &Transaction, body: &Finished) -> Option<Claim> {
+        let index = &self.ctx.dedupe;
+        if !index.enabled() {
+            return None;
+        }
+        let sender = txn.from.to_string();
+        let fingerprints: Vec<_> = txn
+            .recipients
+            .iter()
+            .map(|r| dedupe::fingerprint(&sender, &r.address, &body.sha256))
+            .collect();
+        Some(index.claim(body.qid, &fingerprints, unix_now()).await)
+    }
+
+    /// Every recipient already has this message: say `250`, queue nothing.
+    async fn suppress(
+        &mut self,
+        txn: &Transaction,
+        body: Finished,
+        claim: Option<Claim>,
+        ended: Instant,
+    ) -> Flow {
+        self.ctx.spool.discard_body_file(body.qid);
+        let original = claim.as_ref().and_then(Claim::original).unwrap_or(body.qid);
+        if let Some(claim) = claim {
+            self.ctx.dedupe.release(claim);
+        }
+
+        self.unconfirmed = Some(original);
+        self.reply(&replies::duplicate(&original.to_string()));
+        self.flush().await?;
+        let gap_us = ended.elapsed().as_micros() as u64;
+        tracing::debug!(session = self.id, gap_us, "duplicate acknowledged");
+        maillog::suppressed(original, self.id, txn.recipients.len(), "whole message");
+        Ok(())
+    }
+
+    /// Makes the message durable with the recipients not already accepted, and settles
+    /// the duplicate-index claim either way.
+    async fn commit(
+        &mut self,
+        txn: &Transaction,
+        body: Finished,
+        claim: Option<Claim>,
+    ) -> Option<(spool::Stored, Envelope)> {
+        let now = unix_now();
+        let recipients: Vec<Recipient> = match &claim {
+            Some(claim) => txn
+                .recipients
+                .iter()
+                .zip(&claim.duplicates)
+                .filter(|(_, dup)| dup.is_none())
+                .map(|(rcpt, _)| rcpt.clone())
+                .collect(),
+            None => txn.recipients.clone(),
+        };
+        let keep = claim.as_ref().and_then(|c| self.ctx.dedupe.keep_for(c, now));
+        let envelope = self.envelope(txn, &recipients, &body);
+
+        let qid = body.qid;
+        let committed = self.ctx.spool.commit(qid, envelope.encode(), body.body, keep).await;
+        match (committed, claim) {
+            (Ok(stored), claim) => {
+                if let Some(claim) = claim {
+                    self.ctx.dedupe.confirm(claim, qid, now);
+                }
+                Some((stored, envelope))
+            }
+            (Err(e), claim) => {
                 tracing::error!(session = self.id, error = %e, "cannot commit message");
-                self.ctx.spool.discard_body_file(finished.qid);
+                if let Some(claim) = claim {
+                    self.ctx.dedupe.release(claim);
+                }
+                self.ctx.spool.discard_body_file(qid);
                 None
             }
         }
     }
 
-    fn envelope(&self, txn: &Transaction, qid: spool::QueueId, size: u64, sha: String) -> Envelope {
+    fn envelope(&self, txn: &Transaction, recipients: &[Recipient], body: &Finished) -> Envelope {
         let (helo, esmtp) = match &self.greeting {
             Greeting::Ehlo(name) => (name.as_str(), true),
             Greeting::Helo(name) => (name.as_str(), false),
             Greeting::None => ("", false),
         };
         let now = chrono::Utc::now();
-        let single = match txn.recipients.as_slice() {
+        let single = match recipients {
             [only] => Some(only.address.as_str()),
             _ => None,
         };
@@ -456,18 +540,18 @@ impl Session {
             peer: self.peer,
             hostname: &self.ctx.config.hostname,
             protocol: received::protocol(esmtp, txn.params.smtputf8),
-            qid,
+            qid: body.qid,
             single_recipient: single,
             when: now,
         });
         Envelope {
             arrival: now.timestamp(),
             sender: txn.from.to_string(),
-            recipients: txn.recipients.clone(),
+            recipients: recipients.to_vec(),
             received,
-            size,
+            size: body.len,
             smtputf8: txn.params.smtputf8,
-            content_sha256: sha,
+            content_sha256: body.sha256.clone(),
         }
     }
 
@@ -530,4 +614,8 @@ fn verb(line: &[u8]) -> &'static str {
         "HELP", "STARTTLS", "AUTH", "LHLO",
     ];
     KNOWN.iter().find(|k| k.as_bytes() == word.as_slice()).copied().unwrap_or("unknown")
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
 }

@@ -506,6 +506,100 @@ TRANSCRIPTS = [
         D: jörg@example.com from=<jörg@remote.test> <- Subject: grüße\\n\\n
     """),
 
+    # -- [local] configuration --------------------------------------------
+    # "alice" is a user in every local domain; "bob@other.test" in one.
+    T("users_list", HELLO + """
+        C: MAIL FROM:<s@remote.test>
+        S: 250 2.1.0
+        C: RCPT TO:<alice@example.com>
+        S: 250 2.1.5
+        C: RCPT TO:<alice@other.test>
+        S: 250 2.1.5
+        C: RCPT TO:<bob@other.test>
+        S: 250 2.1.5
+        C: RCPT TO:<bob@example.com>
+        S: 550 5.1.1
+        C: RCPT TO:<zed@other.test>
+        S: 550 5.1.1
+        C: RCPT TO:<bob@remote.test>
+        S: 550 5.7.1
+        C: DATA
+        S: 354
+        C: Subject: users
+        C:
+        C: .
+        S: 250 2.0.0
+        C: MAIL FROM:<s@remote.test>
+        S: 250 2.1.0
+        C: RCPT TO:<Alice+tag@EXAMPLE.com>
+        S: 250 2.1.5
+        C: RCPT TO:<postmaster>
+        S: 250 2.1.5
+        C: DATA
+        S: 354
+        C: Subject: normalised
+        C:
+        C: .
+        S: 250 2.0.0
+        D: alice@example.com <- Subject: users\\n\\n
+        D: alice@other.test <- Subject: users\\n\\n
+        D: bob@other.test <- Subject: users\\n\\n
+        D: alice@example.com <- Subject: normalised\\n\\n
+        D: postmaster@example.com <- Subject: normalised\\n\\n
+    """, config={"local": {"users": ["alice", "bob@other.test"]}}),
+    T("recipient_delimiter_off", HELLO + """
+        C: MAIL FROM:<s@remote.test>
+        S: 250 2.1.0
+        C: RCPT TO:<alice+tag@example.com>
+        S: 250 2.1.5
+        C: DATA
+        S: 354
+        C: Subject: no delimiter
+        C:
+        C: .
+        S: 250 2.0.0
+        D: alice+tag@example.com <- Subject: no delimiter\\n\\n
+    """, config={"local": {"recipient_delimiter": ""}}),
+    T("recipient_delimiter_dash", HELLO + """
+        C: MAIL FROM:<s@remote.test>
+        S: 250 2.1.0
+        C: RCPT TO:<alice-tag@example.com>
+        S: 250 2.1.5
+        C: DATA
+        S: 354
+        C: Subject: dash
+        C:
+        C: .
+        S: 250 2.0.0
+        D: alice@example.com <- Subject: dash\\n\\n
+    """, config={"local": {"recipient_delimiter": "-"}}),
+    T("domains_from_config", HELLO + """
+        C: MAIL FROM:<s@remote.test>
+        S: 250 2.1.0
+        C: RCPT TO:<alice@example.com>
+        S: 550 5.7.1
+        C: RCPT TO:<alice@cfg.test>
+        S: 250 2.1.5
+        C: RCPT TO:<postmaster>
+        S: 250 2.1.5
+        C: DATA
+        S: 354
+        C: Subject: cfg
+        C:
+        C: .
+        S: 250 2.0.0
+        D: alice@cfg.test <- Subject: cfg\\n\\n
+        D: postmaster@cfg.test <- Subject: cfg\\n\\n
+    """, config={"local": {"domains": ["cfg.test", "second.test"]}}, domains=()),
+    T("domain_flag_replaces_config_domains", HELLO + """
+        C: MAIL FROM:<s@remote.test>
+        S: 250 2.1.0
+        C: RCPT TO:<alice@cfg.test>
+        S: 550 5.7.1
+        C: RCPT TO:<alice@example.com>
+        S: 250 2.1.5
+    """, config={"local": {"domains": ["cfg.test"]}}, domains=("example.com",)),
+
     # -- RSET and EHLO reset the transaction -------------------------------
     T("rset_mid_transaction", HELLO + """
         C: MAIL FROM:<old@remote.test>

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from harness import maildir
+from harness import corpus, maildir
 
 # (address as sent, mailbox it must land in)
 RECIPIENTS = [
@@ -122,3 +122,21 @@ def test_corpus_delivered_byte_exact_once_per_recipient(server, corpus_sample):
 
     assert maildir.leftovers(server.mail_root) == []
     assert server.spool_files() == []
+
+
+def test_corpus_messages_with_bare_cr_are_refused(server):
+    """Real spam with stray CRs: each is refused 550 5.6.0 after its data,
+    and the same session goes on to deliver a clean message."""
+    bad = corpus.with_bare_cr()
+    assert bad, "the corpus should hold messages with a bare CR"
+    clean = b"Subject: clean\r\n\r\nafter the refusals\r\n"
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as c:
+        c.ehlo("corpus.test")
+        for m in bad:
+            assert c.mail("s@remote.test", ["BODY=8BITMIME"])[0] == 250
+            assert c.rcpt("alice@example.com")[0] == 250
+            code, resp = c.data(m.wire)
+            assert (code, resp[:5]) == (550, b"5.6.0"), (m.name, code, resp)
+        assert c.sendmail("s@remote.test", ["alice@example.com"], clean) == {}
+    [d] = server.settle(1)
+    assert d.body == maildir.wire_to_stored(clean)

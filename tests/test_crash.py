@@ -77,7 +77,9 @@ def test_kill_right_after_250_twenty_times(server):
 def test_kill_mid_transaction_leaves_nothing(server, how):
     """An unfinished transaction never becomes mail, and its spooled bytes
     are removed after the restart."""
-    body = message("middle", 0, pad=1000)  # ~70 KB
+    # Over 64 KiB before the kill, so the server has spilled the body into
+    # its own file in spool/data/ (smaller bodies stay in memory).
+    body = message("middle", 0, pad=6000)  # ~500 KB
     half = body[: len(body) // 2]
     with open_session(server.port) as c:
         expect(c.cmd("MAIL FROM:<s@remote.test>"), 250, "2.1.0")
@@ -91,6 +93,7 @@ def test_kill_mid_transaction_leaves_nothing(server, how):
             c.send(b"BDAT %d\r\n" % len(half) + half)
             expect(c.reply(), 250, "2.0.0")
         time.sleep(0.5)  # let the server stream what it got to the spool
+        print(f"spool/data before the kill: {server.spool_files()}")
         server.kill()
 
     server.restart()

@@ -2,6 +2,7 @@
 server's reply to the final dot is lost on the way back."""
 
 import smtplib
+import time
 
 import pytest
 
@@ -19,9 +20,11 @@ def test_client_vanishes_nothing_is_kept(server, where):
         expect(c.cmd("RCPT TO:<alice@example.com>"), 250, "2.1.5")
         if where == "mid_data":
             expect(c.cmd("DATA"), 354)
-            c.send(b"Subject: gone\r\n\r\n" + b"half a message\r\n" * 2000)
+            # Over 64 KiB: the body has spilled into spool/data/.
+            c.send(b"Subject: gone\r\n\r\n" + b"half a message\r\n" * 20000)
         elif where == "mid_bdat":
-            c.send(b"BDAT 100000 LAST\r\n" + b"y" * 50000)
+            c.send(b"BDAT 1000000 LAST\r\n" + b"y" * 300000)
+        time.sleep(0.3)  # let the server take it in before the close
     # The socket is closed without QUIT or final dot.
     assert server.settle(0) == []
     assert server.spool_files() == []

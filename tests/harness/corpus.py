@@ -82,6 +82,18 @@ def group(name: str) -> list[Message]:
     return out
 
 
+def with_bare_cr() -> list[Message]:
+    """The corpus messages that hold a CR not followed by LF once sent
+    as CRLF text: real mail that a strict server refuses (550 5.6.0)."""
+    out = []
+    for g in GROUPS:
+        for p in sorted((root() / g).glob("*.txt")):
+            m = load(p)
+            if b"\r" in m.raw and b"\0" not in m.raw:
+                out.append(m)
+    return out
+
+
 def select(per_group: int = 48) -> list[Message]:
     """A deterministic sample: per group, every special case first (up to a
     share each), then evenly spaced ordinary messages; no duplicate bytes."""

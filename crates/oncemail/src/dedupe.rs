@@ -15,6 +15,12 @@
 //! flush of its own, and it is rebuilt from the spool's kept facts after a restart.
 //! Entries expire after the window; a window of zero turns the feature off.
 //!
+//! # Transaction IDs (RFC 1845)
+//!
+//! A client that names its transaction with `TRANSID` gets certainty instead of a guess:
+//! the ID (scoped by the client's EHLO name) is kept with the fingerprints, and a later
+//! `MAIL ... TRANSID=` with the same ID finds the original queue ID and size.
+//!
 //! # Concurrency
 //!
 //! A fingerprint is claimed (pending) before the commit and confirmed after it. A second
@@ -44,6 +50,20 @@ pub fn fingerprint(sender: &str, recipient: &str, content_sha256: &str) -> Finge
     truncate(&hasher.finalize())
 }
 
+/// The key of a client's transaction ID: RFC 1845 scopes IDs by the EHLO name.
+pub fn transid_key(helo: &str, transid: &str) -> Fingerprint {
+    let mut hasher = Sha256::new();
+    for part in ["transid", &helo.to_lowercase(), transid] {
+        hasher.update((part.len() as u32).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    truncate(&hasher.finalize())
+}
+
+/// Tags of the entries in a kept fact: a fingerprint, or a transaction ID with a size.
+const TAG_FINGERPRINT: u8 = b'F';
+const TAG_TRANSID: u8 = b'T';
+
 fn truncate(digest: &[u8]) -> Fingerprint {
     let mut out = [0u8; FINGERPRINT_LEN];
     out.copy_from_slice(&digest[..FINGERPRINT_LEN]);
@@ -56,9 +76,18 @@ enum Entry {
     Pending { qid: QueueId, settled: watch::Receiver<bool> },
 }
 
+/// A committed transaction ID: the message it named and that message's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    pub qid: QueueId,
+    pub size: u64,
+    expires: i64,
+}
+
 #[derive(Default)]
 struct Inner {
     map: HashMap<Fingerprint, Entry>,
+    transids: HashMap<Fingerprint, Completed>,
     /// Committed fingerprints in expiry order (the window is constant, so commit order).
     expiry: VecDeque<(i64, Fingerprint)>,
 }
@@ -98,12 +127,27 @@ impl Index {
         self.window_s > 0
     }
 
-    /// What a commit must carry to make its claimed fingerprints durable.
-    pub fn keep_for(&self, claim: &Claim, now: i64) -> Option<Keep> {
-        if !self.enabled() || claim.claimed.is_empty() {
+    /// What a commit must carry to make its claimed fingerprints (and the transaction
+    /// ID, with the message size) durable.
+    pub fn keep_for(
+        &self,
+        claim: &Claim,
+        transid: Option<(Fingerprint, u64)>,
+        now: i64,
+    ) -> Option<Keep> {
+        if !self.enabled() || (claim.claimed.is_empty() && transid.is_none()) {
             return None;
         }
-        let data = claim.claimed.concat();
+        let mut data = Vec::with_capacity(claim.claimed.len() * 17 + 25);
+        for fp in &claim.claimed {
+            data.push(TAG_FINGERPRINT);
+            data.extend_from_slice(fp);
+        }
+        if let Some((key, size)) = transid {
+            data.push(TAG_TRANSID);
+            data.extend_from_slice(&key);
+            data.extend_from_slice(&size.to_le_bytes());
+        }
         Some(Keep { expires: now + self.window_s, data })
     }
 
@@ -111,14 +155,40 @@ impl Index {
     pub fn restore(&self, kept: &[Kept]) {
         let mut inner = self.lock();
         for fact in kept {
-            for chunk in fact.keep.data.chunks_exact(FINGERPRINT_LEN) {
-                let fp = truncate(chunk);
-                let entry = Entry::Committed { qid: fact.qid, expires: fact.keep.expires };
-                inner.map.insert(fp, entry);
-                inner.expiry.push_back((fact.keep.expires, fp));
+            let (qid, expires) = (fact.qid, fact.keep.expires);
+            let mut data = &fact.keep.data[..];
+            while let Some((&tag, rest)) = data.split_first() {
+                match (tag, rest.len()) {
+                    (TAG_FINGERPRINT, 16..) => {
+                        let fp = truncate(&rest[..16]);
+                        inner.map.insert(fp, Entry::Committed { qid, expires });
+                        inner.expiry.push_back((expires, fp));
+                        data = &rest[16..];
+                    }
+                    (TAG_TRANSID, 24..) => {
+                        let size = u64::from_le_bytes(rest[16..24].try_into().unwrap_or_default());
+                        let completed = Completed { qid, size, expires };
+                        inner.transids.insert(truncate(&rest[..16]), completed);
+                        data = &rest[24..];
+                    }
+                    _ => break,
+                }
             }
         }
         inner.expiry.make_contiguous().sort_unstable_by_key(|(expires, _)| *expires);
+    }
+
+    /// The message a transaction ID named, if it was committed within the window.
+    pub fn completed(&self, key: &Fingerprint, now: i64) -> Option<Completed> {
+        let mut inner = self.lock();
+        match inner.transids.get(key) {
+            Some(found) if found.expires > now => Some(*found),
+            Some(_) => {
+                inner.transids.remove(key);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Claims the fingerprints not yet accepted, waiting out other sessions' pending
@@ -166,13 +236,23 @@ impl Index {
         Ok(Claim { duplicates, claimed, settled: Some(tx) })
     }
 
-    /// The commit succeeded: the claimed fingerprints are accepted until the window ends.
-    pub fn confirm(&self, mut claim: Claim, qid: QueueId, now: i64) {
+    /// The commit succeeded: the claimed fingerprints (and transaction ID) are accepted
+    /// until the window ends.
+    pub fn confirm(
+        &self,
+        mut claim: Claim,
+        transid: Option<(Fingerprint, u64)>,
+        qid: QueueId,
+        now: i64,
+    ) {
         let expires = now + self.window_s;
         let mut inner = self.lock();
         for fp in &claim.claimed {
             inner.map.insert(*fp, Entry::Committed { qid, expires });
             inner.expiry.push_back((expires, *fp));
+        }
+        if let Some((key, size)) = transid {
+            inner.transids.insert(key, Completed { qid, size, expires });
         }
         drop(inner);
         claim.settle();
@@ -196,9 +276,10 @@ impl Index {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Number of fingerprints in the index (for tests and metrics).
+    /// Number of fingerprints and transaction IDs in the index (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        let inner = self.lock();
+        inner.map.len() + inner.transids.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -263,8 +344,8 @@ mod tests {
 
         let claim = index.claim(q1, &[fp(1), fp(2)], 1000).await;
         assert_eq!(claim.duplicates, vec![None, None]);
-        assert_eq!(index.keep_for(&claim, 1000).unwrap().data.len(), 32);
-        index.confirm(claim, q1, 1000);
+        assert_eq!(index.keep_for(&claim, None, 1000).unwrap().data.len(), 34);
+        index.confirm(claim, None, q1, 1000);
 
         let claim = index.claim(q2, &[fp(2), fp(3)], 1050).await;
         assert_eq!(claim.duplicates, vec![Some(q1), None]);
@@ -301,20 +382,29 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "the second session waits");
 
-        index.confirm(claim, first, 0);
+        index.confirm(claim, None, first, 0);
         let second = waiter.await.unwrap();
         assert_eq!(second.duplicates, vec![Some(first)]);
     }
 
-    #[test]
-    fn restore_rebuilds_from_kept_facts() {
-        let index = Index::new(100);
+    #[tokio::test]
+    async fn restore_rebuilds_what_keep_for_wrote() {
+        let written = Index::new(100);
         let qid = QueueId::generate();
-        let data = [fp(4), fp(5)].concat();
-        index.restore(&[Kept { qid, keep: Keep { expires: 500, data } }]);
-        assert_eq!(index.len(), 2);
+        let claim = written.claim(qid, &[fp(4), fp(5)], 0).await;
+        let transid = Some((transid_key("Client.Example", "t1@client.example"), 4321));
+        let keep = written.keep_for(&claim, transid, 0).unwrap();
+
+        let index = Index::new(100);
+        index.restore(&[Kept { qid, keep }]);
+        assert_eq!(index.len(), 3);
         let claim = index.try_claim(QueueId::generate(), &[fp(5)], 10).ok().unwrap();
         assert_eq!(claim.duplicates, vec![Some(qid)]);
+        let key = transid_key("client.example", "t1@client.example");
+        let found = index.completed(&key, 10).unwrap();
+        assert_eq!((found.qid, found.size), (qid, 4321));
+        assert_eq!(index.completed(&key, 100), None, "expired");
+        assert_eq!(index.completed(&transid_key("other", "t1@client.example"), 10), None);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub const NO_MIXING: Reply = fixed(503, "5.5.1", "DATA and BDAT cannot be mixed"
 pub const BDAT_NEEDS_EHLO: Reply = fixed(503, "5.5.1", "BDAT needs EHLO");
 pub const PARAMS_NEED_EHLO: Reply = fixed(555, "5.5.4", "Parameters need EHLO");
 pub const NO_BINARYMIME: Reply = fixed(555, "5.5.4", "BODY=BINARYMIME is not supported");
+pub const NO_TRANSID: Reply = fixed(555, "5.5.4", "TRANSID needs CHECKPOINT, which is off");
 
 pub const LINE_TOO_LONG: Reply = fixed(500, "5.5.6", "Line too long");
 pub const TOO_BIG: Reply = fixed(552, "5.3.4", "Message size exceeds fixed limit");
@@ -75,6 +76,12 @@ pub fn queued(qid: &str) -> Reply {
     Reply { code: 250, status: "2.0.0", text: format!("Ok: queued as {qid}").into() }
 }
 
+/// RFC 1845 §3: MAIL with the TRANSID of a transaction we already hold `size` octets of.
+pub fn transaction_offset(size: u64) -> Reply {
+    let text = format!("{size} is the transaction offset");
+    Reply { code: 355, status: "", text: text.into() }
+}
+
 /// The answer to a retry of a message every recipient already has.
 pub fn duplicate(original: &str) -> Reply {
     let text = format!("Ok: duplicate of {original}, already queued; not queued again");
@@ -94,11 +101,12 @@ pub fn shutting_down(hostname: &str) -> Reply {
     Reply { code: 421, status: "4.3.2", text: format!("{hostname} Shutting down").into() }
 }
 
-/// The EHLO reply: our name, then the extensions we offer.
-pub fn ehlo(hostname: &str, client: &str, max_size: u64, out: &mut Vec<u8>) {
+/// The EHLO reply: our name, then the extensions we offer. `CHECKPOINT` (RFC 1845) is
+/// offered while duplicate suppression is on, since its index keeps the transaction IDs.
+pub fn ehlo(hostname: &str, client: &str, max_size: u64, checkpoint: bool, out: &mut Vec<u8>) {
     let first = format!("{hostname} greets {client}");
     let size = format!("SIZE {max_size}");
-    let lines = [
+    let mut lines = vec![
         first.as_str(),
         "PIPELINING",
         size.as_str(),
@@ -106,8 +114,11 @@ pub fn ehlo(hostname: &str, client: &str, max_size: u64, out: &mut Vec<u8>) {
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
         "CHUNKING",
-        "HELP",
     ];
+    if checkpoint {
+        lines.push("CHECKPOINT");
+    }
+    lines.push("HELP");
     format_reply(250, None, &lines, out);
 }
 

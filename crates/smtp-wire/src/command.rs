@@ -46,6 +46,8 @@ pub struct MailParams {
     pub body: Option<Body>,
     /// RFC 6531: the envelope or headers may hold UTF-8.
     pub smtputf8: bool,
+    /// RFC 1845: the client's name for this transaction, without the angle brackets.
+    pub transid: Option<String>,
 }
 
 /// The ESMTP parameters of RCPT: none supported yet.

@@ -53,6 +53,11 @@ enum Greeting {
 struct Transaction {
     from: ReversePath,
     params: MailParams,
+    /// The index key of the client's TRANSID, if it gave one (RFC 1845).
+    transid: Option<dedupe::Fingerprint>,
+    /// Set when the TRANSID named a transaction committed before: this one only replays
+    /// the original's final reply.
+    resumed: Option<dedupe::Completed>,
     recipients: Vec<Recipient>,
     routes: HashSet<Route>,
     /// BDAT chunks received so far; `None` until the first chunk.
@@ -209,7 +214,14 @@ impl Session {
     fn ehlo(&mut self, name: String) -> Flow {
         let config = &self.ctx.config;
         let mut out = Vec::new();
-        replies::ehlo(&config.hostname, &name, config.limits.max_message_size, &mut out);
+        let checkpoint = self.ctx.dedupe.enabled();
+        replies::ehlo(
+            &config.hostname,
+            &name,
+            config.limits.max_message_size,
+            checkpoint,
+            &mut out,
+        );
         self.output.extend_from_slice(&out);
         self.greeting = Greeting::Ehlo(name);
         self.transaction = None;
@@ -227,14 +239,25 @@ impl Session {
         if let Err(reply) = checked {
             return self.error(&reply, "MAIL");
         }
+        let transid = match (&self.greeting, &params.transid) {
+            (Greeting::Ehlo(helo), Some(id)) => Some(dedupe::transid_key(helo, id)),
+            _ => None,
+        };
+        let resumed = transid.and_then(|key| self.ctx.dedupe.completed(&key, unix_now()));
         self.transaction = Some(Transaction {
             from,
             params,
+            transid,
+            resumed,
             recipients: Vec::new(),
             routes: HashSet::new(),
             bdat: None,
         });
-        self.ok(&replies::SENDER_OK)
+        match resumed {
+            // RFC 1845: the offset is the whole message, so the client sends no more data.
+            Some(done) => self.ok(&replies::transaction_offset(done.size)),
+            None => self.ok(&replies::SENDER_OK),
+        }
     }
 
     fn check_mail(&self, from: &ReversePath, params: &MailParams) -> Result<(), Reply> {
@@ -248,6 +271,9 @@ impl Session {
         }
         if matches!(params.body, Some(BodyType::BinaryMime)) {
             return Err(replies::NO_BINARYMIME);
+        }
+        if params.transid.is_some() && !self.ctx.dedupe.enabled() {
+            return Err(replies::NO_TRANSID);
         }
         if params.size.is_some_and(|size| size > self.ctx.config.limits.max_message_size) {
             return Err(replies::TOO_BIG);
@@ -266,6 +292,10 @@ impl Session {
         let Some(txn) = &self.transaction else {
             return self.error(&replies::NEED_MAIL, "RCPT");
         };
+        if txn.resumed.is_some() {
+            // The original transaction has its recipients; these are only acknowledged.
+            return self.ok(&replies::RECIPIENT_OK);
+        }
         let ascii_ok = match to {
             smtp_wire::address::ForwardPath::Mailbox(m) => m.is_ascii() || txn.params.smtputf8,
             smtp_wire::address::ForwardPath::Postmaster => true,
@@ -296,7 +326,7 @@ impl Session {
         match &self.transaction {
             None => return self.error(&replies::NEED_MAIL, "DATA"),
             Some(txn) if txn.bdat.is_some() => return self.error(&replies::NO_MIXING, "DATA"),
-            Some(txn) if txn.recipients.is_empty() => {
+            Some(txn) if txn.recipients.is_empty() && txn.resumed.is_none() => {
                 return self.error(&replies::NEED_RCPT, "DATA");
             }
             Some(_) => {}
@@ -362,7 +392,9 @@ impl Session {
         }
         match &self.transaction {
             None => Some(replies::NEED_MAIL),
-            Some(txn) if txn.recipients.is_empty() => Some(replies::NEED_RCPT),
+            Some(txn) if txn.recipients.is_empty() && txn.resumed.is_none() => {
+                Some(replies::NEED_RCPT)
+            }
             Some(_) => None,
         }
     }
@@ -389,6 +421,9 @@ impl Session {
         let Some(txn) = self.transaction.take() else {
             return self.error(&replies::NEED_MAIL, "DATA");
         };
+        if let Some(original) = txn.resumed {
+            return self.replay(original).await;
+        }
         if sink.too_big() {
             return self.error(&replies::TOO_BIG, "DATA");
         }
@@ -420,6 +455,15 @@ impl Session {
             maillog::suppressed(stored.qid, self.id, suppressed, "some recipients");
         }
         self.ctx.queue.submit(stored, envelope);
+        Ok(())
+    }
+
+    /// A resumed transaction that was committed before: repeat the original's `250`.
+    async fn replay(&mut self, original: dedupe::Completed) -> Flow {
+        self.unconfirmed = Some(original.qid);
+        self.reply(&replies::queued(&original.qid.to_string()));
+        self.flush().await?;
+        maillog::suppressed(original.qid, self.id, 0, "transid");
         Ok(())
     }
 
@@ -501,7 +545,8 @@ impl Session {
                 .collect(),
             None => txn.recipients.clone(),
         };
-        let keep = claim.as_ref().and_then(|c| self.ctx.dedupe.keep_for(c, now));
+        let transid = txn.transid.map(|key| (key, body.len));
+        let keep = claim.as_ref().and_then(|c| self.ctx.dedupe.keep_for(c, transid, now));
         let envelope = self.envelope(txn, &recipients, &body);
 
         let qid = body.qid;
@@ -509,7 +554,7 @@ impl Session {
         match (committed, claim) {
             (Ok(stored), claim) => {
                 if let Some(claim) = claim {
-                    self.ctx.dedupe.confirm(claim, qid, now);
+                    self.ctx.dedupe.confirm(claim, transid, qid, now);
                 }
                 Some((stored, envelope))
             }
@@ -599,7 +644,7 @@ impl Session {
 }
 
 fn has_params(params: &MailParams) -> bool {
-    params.size.is_some() || params.body.is_some() || params.smtputf8
+    params.size.is_some() || params.body.is_some() || params.smtputf8 || params.transid.is_some()
 }
 
 /// The verb of a command line, for the log (never its arguments: they may hold secrets).

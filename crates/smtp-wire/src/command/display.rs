@@ -44,6 +44,9 @@ impl fmt::Display for MailParams {
         if self.smtputf8 {
             f.write_str(" SMTPUTF8")?;
         }
+        if let Some(transid) = &self.transid {
+            write!(f, " TRANSID=<{transid}>")?;
+        }
         Ok(())
     }
 }

@@ -40,6 +40,9 @@ fn apply_mail_param(
         set_once(&mut params.body, body)
     } else if keyword.eq_ignore_ascii_case("SMTPUTF8") {
         smtputf8(params, value)
+    } else if keyword.eq_ignore_ascii_case("TRANSID") {
+        let transid = transid_value(value)?;
+        set_once(&mut params.transid, transid)
     } else {
         Err(CommandError::UnknownParameter(keyword.to_owned()))
     }
@@ -61,6 +64,25 @@ fn smtputf8(params: &mut MailParams, value: Option<&str>) -> Result<(), CommandE
     }
     params.smtputf8 = true;
     Ok(())
+}
+
+/// RFC 1845 §2: `<local@domain>`, printable ASCII without spaces or angle brackets. The
+/// length limit is draft-fanf-smtp-rfc1845bis's 256, more lenient than RFC 1845's 80.
+fn transid_value(value: Option<&str>) -> Result<String, CommandError> {
+    let value = value.ok_or(syntax("TRANSID needs a value"))?;
+    let inner = value
+        .strip_prefix('<')
+        .and_then(|v| v.strip_suffix('>'))
+        .ok_or(syntax("TRANSID must be <local@domain>"))?;
+    let valid_char = |c: char| c.is_ascii_graphic() && c != '<' && c != '>';
+    let well_formed = match inner.rsplit_once('@') {
+        Some((local, domain)) => !local.is_empty() && !domain.is_empty(),
+        None => false,
+    };
+    if inner.len() > 256 || !well_formed || !inner.chars().all(valid_char) {
+        return Err(syntax("TRANSID must be <local@domain>"));
+    }
+    Ok(inner.to_owned())
 }
 
 /// A size the client declares is only a hint to refuse early, so one too big

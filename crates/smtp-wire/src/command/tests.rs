@@ -96,7 +96,7 @@ fn rcpt_forms() {
 #[test]
 fn mail_parameters() {
     let with = |size, body, smtputf8| {
-        let params = MailParams { size, body, smtputf8 };
+        let params = MailParams { size, body, smtputf8, transid: None };
         Ok(mail(ReversePath::Mailbox(mailbox("a", "b")), params))
     };
     check(&[
@@ -113,6 +113,22 @@ fn mail_parameters() {
         ("MAIL FROM:<a@b>   SIZE=12   SMTPUTF8 ", with(Some(12), None, true)),
         ("MAIL FROM:<a@b> SIZE=99999999999999999999", with(Some(u64::MAX), None, false)),
     ]);
+}
+
+#[test]
+fn transid_parameter() {
+    let parsed = parse_command(b"MAIL FROM:<a@b> TRANSID=<12.ab@client.example>");
+    let Ok(Command::Mail { params, .. }) = parsed else { panic!("{parsed:?}") };
+    assert_eq!(params.transid.as_deref(), Some("12.ab@client.example"));
+    assert_eq!(params.to_string(), " TRANSID=<12.ab@client.example>");
+
+    for bad in ["TRANSID", "TRANSID=x@y", "TRANSID=<xy>", "TRANSID=<@y>", "TRANSID=<a b@y>"] {
+        let line = format!("MAIL FROM:<a@b> {bad}");
+        let parsed = parse_command(line.as_bytes());
+        assert!(matches!(parsed, Err(CommandError::Syntax(_))), "{bad}: {parsed:?}");
+    }
+    let twice = parse_command(b"MAIL FROM:<a@b> TRANSID=<a@b> TRANSID=<a@b>");
+    assert!(matches!(twice, Err(CommandError::Syntax(_))));
 }
 
 #[test]

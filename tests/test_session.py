@@ -112,6 +112,8 @@ def test_mail_log_events_carry_the_queue_id(server):
 
     accepted = wait_until(lambda: lines_with("accepted"), 5, "accepted line")
     assert re.search(r"\bgap_us=\d+", accepted[0]), accepted
+    assert re.search(r"\bsize=\d+", accepted[0]), accepted
+    assert re.search(r"\brecipients=2\b", accepted[0]), accepted
     delivered = wait_until(lambda: lines_with("delivered"), 5, "delivered lines")
     assert len(delivered) >= 1, delivered
 

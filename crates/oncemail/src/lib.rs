@@ -5,6 +5,7 @@
 //! until every recipient is final. [`config`], [`maillog`] and [`replies`] are leaves any
 //! stage may use. The invariants every change keeps are in `docs/DESIGN.md`.
 
+pub mod bounce;
 pub mod config;
 pub mod dedupe;
 pub mod deliver;

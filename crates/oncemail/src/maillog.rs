@@ -34,8 +34,20 @@ pub fn ended_in_gap(qid: QueueId, session: u64, reason: &str) {
     info!(queue_id = %qid, session, reason, "session ended in the gap");
 }
 
-pub fn rejected(session: u64, command: &str, code: u16, status: &str, text: &str) {
-    info!(session, command, reply = %format_args!("{code} {status} {text}"), "rejected");
+/// An error reply; `qid` is set when it refuses a message whose data was received.
+pub fn rejected(
+    session: u64,
+    qid: Option<QueueId>,
+    command: &str,
+    code: u16,
+    status: &str,
+    text: &str,
+) {
+    let reply = format_args!("{code} {status} {text}");
+    match qid {
+        Some(qid) => info!(queue_id = %qid, session, command, reply = %reply, "rejected"),
+        None => info!(session, command, reply = %reply, "rejected"),
+    }
 }
 
 pub fn delivered(qid: QueueId, to: &str, relay: &str, detail: &str) {

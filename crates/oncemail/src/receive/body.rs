@@ -77,6 +77,11 @@ impl BodySink {
         }
     }
 
+    /// The queue ID the message will have if it is committed.
+    pub fn qid(&self) -> QueueId {
+        self.qid
+    }
+
     pub fn too_big(&self) -> bool {
         self.len > self.max
     }

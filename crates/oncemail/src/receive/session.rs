@@ -424,14 +424,15 @@ impl Session {
         if let Some(original) = txn.resumed {
             return self.replay(original).await;
         }
+        let qid = Some(sink.qid());
         if sink.too_big() {
-            return self.error(&replies::TOO_BIG, "DATA");
+            return self.error_for(qid, &replies::TOO_BIG, "DATA");
         }
         if bare {
-            return self.error(&replies::BARE_LINE_ENDING, "DATA");
+            return self.error_for(qid, &replies::BARE_LINE_ENDING, "DATA");
         }
         let Some(body) = self.finish_body(sink).await else {
-            return self.error(&replies::LOCAL_ERROR, "DATA");
+            return self.error_for(qid, &replies::LOCAL_ERROR, "DATA");
         };
 
         let claim = self.claim_recipients(&txn, &body).await;
@@ -440,7 +441,7 @@ impl Session {
         }
 
         let Some((stored, envelope)) = self.commit(&txn, body, claim).await else {
-            return self.error(&replies::LOCAL_ERROR, "DATA");
+            return self.error_for(qid, &replies::LOCAL_ERROR, "DATA");
         };
         self.unconfirmed = Some(stored.qid);
         self.reply(&replies::queued(&stored.qid.to_string()));
@@ -611,7 +612,12 @@ impl Session {
 
     /// Sends an error reply, counting it against the session's error limit.
     fn error(&mut self, reply: &Reply, command: &str) -> Flow {
-        maillog::rejected(self.id, command, reply.code, reply.status, &reply.text);
+        self.error_for(None, reply, command)
+    }
+
+    /// An error reply about a message whose data was received (it has a queue ID).
+    fn error_for(&mut self, qid: Option<spool::QueueId>, reply: &Reply, command: &str) -> Flow {
+        maillog::rejected(self.id, qid, command, reply.code, reply.status, &reply.text);
         self.reply(reply);
         self.errors += 1;
         if self.errors >= self.ctx.config.limits.max_errors {

@@ -19,7 +19,8 @@
 //!   between CRs and LFs are found with memchr and copied in bulk.
 //!
 //! [`BareEolScanner`] checks BDAT chunks, which are taken verbatim, for the
-//! same bare line endings. [`dot_stuff`] prepares content for DATA.
+//! same bare line endings. [`dot_stuff`] prepares content for DATA, and
+//! [`DotStuffer`] does the same for content that arrives in pieces.
 
 mod scan;
 mod stuff;
@@ -29,7 +30,7 @@ mod tests;
 use memchr::memchr2;
 
 pub use scan::BareEolScanner;
-pub use stuff::dot_stuff;
+pub use stuff::{DotStuffer, dot_stuff};
 
 /// Where the decoder stands after the bytes it has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

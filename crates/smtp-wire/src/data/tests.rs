@@ -290,3 +290,51 @@ proptest! {
         prop_assert_eq!(scanner.finish(), reference_bare(&input) || trailing_cr);
     }
 }
+
+/// The content through a [`DotStuffer`], in the pieces that `cuts` marks.
+fn stuff_split(content: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut stuffer = DotStuffer::new();
+    let mut out = Vec::new();
+    for piece in pieces(content, cuts) {
+        stuffer.stuff(piece, &mut out);
+    }
+    stuffer.finish(&mut out);
+    out
+}
+
+#[test]
+fn dot_stuffer_across_awkward_cuts() {
+    // A CRLF cut between its CR and LF, and a dot alone in a piece.
+    let cases: [(&[&[u8]], &[u8]); 6] = [
+        (&[], b".\r\n"),
+        (&[b"a\r", b"\n.b"], b"a\r\n..b\r\n.\r\n"),
+        (&[b"a\r", b"", b"\n", b".", b"\r\n"], b"a\r\n..\r\n.\r\n"),
+        (&[b"a\r", b"\r\n"], b"a\r\n\r\n.\r\n"),
+        (&[b"a\r", b".\n"], b"a\r\n..\r\n.\r\n"),
+        (&[b"x", b".", b"y"], b"x.y\r\n.\r\n"),
+    ];
+    for (chunks, want) in cases {
+        let mut stuffer = DotStuffer::new();
+        let mut out = Vec::new();
+        chunks.iter().for_each(|chunk| stuffer.stuff(chunk, &mut out));
+        stuffer.finish(&mut out);
+        assert_eq!(out, want, "{chunks:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn dot_stuffer_equals_dot_stuff(content in wire_bytes(200), cuts in cuts()) {
+        let mut want = Vec::new();
+        dot_stuff(&content, &mut want);
+        prop_assert_eq!(stuff_split(&content, &cuts), want);
+    }
+
+    #[test]
+    fn dot_stuffer_output_is_at_most_twice_the_input(content in wire_bytes(200)) {
+        let mut stuffer = DotStuffer::new();
+        let mut out = Vec::new();
+        stuffer.stuff(&content, &mut out);
+        prop_assert!(out.len() <= 2 * content.len());
+    }
+}

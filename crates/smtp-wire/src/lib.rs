@@ -10,7 +10,8 @@
 //! - [`address`] holds RFC 5321 / RFC 6531 paths and mailboxes.
 //! - [`data`] decodes DATA content (the end-of-data sequence, dot-unstuffing,
 //!   bare line endings) and dot-stuffs it for sending.
-//! - [`reply`] formats replies.
+//! - [`reply`] formats replies, and parses them for the relay client.
+//! - [`ehlo`] reads the extensions a server offers in its EHLO reply.
 //!
 //! No function in this crate panics on peer input; the command parser and the
 //! DATA decoder are property-tested on arbitrary bytes and have fuzz targets.
@@ -18,5 +19,6 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod ehlo;
 pub mod line;
 pub mod reply;

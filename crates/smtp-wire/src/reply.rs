@@ -3,6 +3,12 @@
 //!
 //! A CR or LF inside a text line is written as a space: a text that echoes
 //! peer input must not be able to add reply lines of its own.
+//!
+//! The client side, reading replies, is in [`parse`](mod@parse).
+
+pub mod parse;
+
+pub use parse::{Reply, ReplyError, ReplyParser, split_enhanced};
 
 /// Formats an SMTP reply: one line `code SP [enhanced SP] text CRLF`, or several with `code-`.
 /// No `lines` at all gives one line with the code (and enhanced code) alone.

@@ -217,29 +217,31 @@ fn digest(label: &[u8], r: &Report, attempt: u32) -> String {
 /// The text part: what happened, to whom, and why, in a form a person can act on.
 fn explanation(r: &Report, reporter: &str) -> String {
     let mut out = String::new();
-    paragraph(&format!("This is the mail delivery system at {reporter}."), &mut out);
-
-    let received = format!(
-        "Your message (queue ID {}, received {})",
+    let about = format!(
+        "This is the mail delivery system at {reporter}, about your message with \
+        queue ID {}, received {}.",
         host(r.queue_id),
         r.arrival.format(DATE)
     );
-    let failed: Vec<&Failure> = by_action(r.failures, Action::Failed);
-    let delayed: Vec<&Failure> = by_action(r.failures, Action::Delayed);
+    paragraph(&about, &mut out);
+
+    let failed = by_action(r.failures, Action::Failed);
     if !failed.is_empty() {
-        let what = "could not be delivered to the recipients below. \
+        let what = "It could not be delivered to the recipients below. \
             Delivery has been given up; the message will not be tried again.";
-        paragraph(&format!("{received} {what}"), &mut out);
+        paragraph(what, &mut out);
         recipients(&failed, &mut out);
     }
+    let delayed = by_action(r.failures, Action::Delayed);
     if !delayed.is_empty() {
-        let what = "has not yet been delivered to the recipients below. \
+        let what = "It has not yet been delivered to the recipients below. \
             Delivery is still being retried; you do not need to send it again.";
-        paragraph(&format!("{received} {what}"), &mut out);
+        paragraph(what, &mut out);
         recipients(&delayed, &mut out);
     }
 
-    paragraph("The headers of your message are attached; its body is not.", &mut out);
+    // No empty line after the last: the delimiter's leading CRLF already shows as one.
+    fold("", "The headers of your message are attached; its body is not.", "", &mut out);
     out
 }
 
@@ -452,7 +454,8 @@ mod tests {
         let mime = split(&text);
 
         let h = &mime.header;
-        assert_eq!(field(h, "From"), Some("Mail Delivery System <MAILER-DAEMON@mail.example.com>"));
+        let from = "Mail Delivery System <MAILER-DAEMON@mail.example.com>";
+        assert_eq!(field(h, "From"), Some(from));
         assert_eq!(field(h, "To"), Some("<alice@example.com>"));
         assert_eq!(field(h, "Subject"), Some("Undeliverable Mail"));
         assert_eq!(field(h, "Date"), Some("Thu, 03 Dec 2026 18:22:35 +0000"));
@@ -475,7 +478,7 @@ mod tests {
         let notice = &mime.parts[0].1;
         assert!(notice.contains("<bob@example.net>"));
         assert!(notice.contains("mx.example.net said: 550 5.1.1 No such user"));
-        assert!(notice.contains("queue ID 0ABCDEFGHJKMN"));
+        assert!(notice.replace("\r\n", " ").contains("queue ID 0ABCDEFGHJKMN"));
 
         let groups = groups(&mime.parts[1].1);
         assert_eq!(groups.len(), 2);
@@ -534,7 +537,7 @@ mod tests {
         let notice = &mime.parts[0].1;
         assert!(notice.contains("5.4.4: no way to reach the destination was found"));
         assert!(notice.contains("4.4.1: the destination server did not answer"));
-        assert!(notice.contains("still being retried"));
+        assert!(notice.replace("\r\n", " ").contains("still being retried"));
     }
 
     #[test]

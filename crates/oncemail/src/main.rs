@@ -80,7 +80,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let mail_root = config.data_dir.join("mail");
-    let queue = queue::start(spool.clone(), mail_root, config.hostname.clone(), recovered);
+    let delays = config.queue.retry_delays.clone();
+    let queue = queue::start(spool.clone(), mail_root, config.hostname.clone(), delays, recovered);
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 

@@ -39,6 +39,7 @@ struct Message {
 
 struct Shared {
     spool: Spool,
+    retry_delays: Vec<std::time::Duration>,
     mail_root: PathBuf,
     hostname: String,
     slots: Semaphore,
@@ -55,9 +56,15 @@ impl Queue {
 }
 
 /// Starts the queue with the messages recovered from the spool.
-pub fn start(spool: Spool, mail_root: PathBuf, hostname: String, recovered: Vec<Stored>) -> Queue {
-    let shared =
-        Arc::new(Shared { spool, mail_root, hostname, slots: Semaphore::new(CONCURRENCY) });
+pub fn start(
+    spool: Spool,
+    mail_root: PathBuf,
+    hostname: String,
+    retry_delays: Vec<std::time::Duration>,
+    recovered: Vec<Stored>,
+) -> Queue {
+    let slots = Semaphore::new(CONCURRENCY);
+    let shared = Arc::new(Shared { spool, retry_delays, mail_root, hostname, slots });
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
 
     for stored in recovered {
@@ -108,7 +115,7 @@ async fn run(shared: Arc<Shared>, mut message: Message) {
         record(&shared, &mut message, delivered).await;
 
         if message.done.iter().any(|d| !d) {
-            let delay = schedule::delay_for(attempt, schedule::jitter());
+            let delay = schedule::delay_for(attempt, &shared.retry_delays, schedule::jitter());
             for (index, _) in message.done.iter().enumerate().filter(|(_, d)| !**d) {
                 let to = &message.envelope.recipients[index].address;
                 let qid = message.stored.qid;

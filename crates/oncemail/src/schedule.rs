@@ -9,12 +9,11 @@
 use std::time::Duration;
 
 /// Delay before attempt number `attempt + 1`, after `attempt` failed attempts (from 1).
-pub fn delay_for(attempt: u32, jitter: f64) -> Duration {
-    const STEPS_S: [u64; 6] = [60, 5 * 60, 15 * 60, 30 * 60, 60 * 60, 2 * 60 * 60];
-    let index = (attempt.saturating_sub(1) as usize).min(STEPS_S.len() - 1);
-    let base = STEPS_S[index];
-    let spread = (base as f64 * 0.2 * jitter.clamp(0.0, 1.0)) as u64;
-    Duration::from_secs(base + spread)
+/// `delays` is `queue.retry_delays` (never empty; the last one repeats).
+pub fn delay_for(attempt: u32, delays: &[Duration], jitter: f64) -> Duration {
+    let index = (attempt.saturating_sub(1) as usize).min(delays.len().saturating_sub(1));
+    let base = delays.get(index).copied().unwrap_or(Duration::from_secs(3600));
+    base + base.mul_f64(0.2 * jitter.clamp(0.0, 1.0))
 }
 
 /// A jitter value from the clock's sub-second noise; good enough to spread retries.
@@ -30,16 +29,23 @@ pub fn jitter() -> f64 {
 mod tests {
     use super::*;
 
+    fn defaults() -> Vec<Duration> {
+        [1, 5, 15, 30, 60, 120].map(|m| Duration::from_secs(m * 60)).to_vec()
+    }
+
     #[test]
-    fn the_whole_schedule() {
-        let minutes: Vec<u64> = (1..=8).map(|a| delay_for(a, 0.0).as_secs() / 60).collect();
+    fn the_whole_default_schedule() {
+        let delays = defaults();
+        let minutes: Vec<u64> =
+            (1..=8).map(|a| delay_for(a, &delays, 0.0).as_secs() / 60).collect();
         assert_eq!(minutes, [1, 5, 15, 30, 60, 120, 120, 120]);
     }
 
     #[test]
     fn jitter_adds_at_most_a_fifth() {
-        assert_eq!(delay_for(1, 1.0), Duration::from_secs(72));
-        assert_eq!(delay_for(6, 0.5).as_secs(), 7200 + 720);
-        assert_eq!(delay_for(0, 7.0), Duration::from_secs(72), "out-of-range input is clamped");
+        let delays = defaults();
+        assert_eq!(delay_for(1, &delays, 1.0), Duration::from_secs(72));
+        assert_eq!(delay_for(6, &delays, 0.5).as_secs(), 7200 + 720);
+        assert_eq!(delay_for(0, &delays, 7.0), Duration::from_secs(72), "input is clamped");
     }
 }

@@ -13,6 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+mod relay;
+
+pub use relay::{QueuePolicy, Relay, Target, Timeouts};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
@@ -20,6 +24,8 @@ struct RawConfig {
     local: RawLocal,
     limits: RawLimits,
     dedupe: RawDedupe,
+    relay: relay::RawRelay,
+    queue: relay::RawQueue,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +129,8 @@ pub struct Config {
     pub limits: Limits,
     /// Duplicate-suppression window; zero turns suppression off.
     pub dedupe_window: Duration,
+    pub relay: Relay,
+    pub queue: QueuePolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +189,8 @@ impl Config {
             local: validate_local(raw.local, &hostname)?,
             limits: validate_limits(raw.limits)?,
             dedupe_window: raw.dedupe.window,
+            relay: relay::validate_relay(raw.relay)?,
+            queue: relay::validate_queue(raw.queue)?,
             hostname,
         };
         Ok(config)

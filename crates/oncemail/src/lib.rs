@@ -9,6 +9,7 @@ pub mod bounce;
 pub mod config;
 pub mod dedupe;
 pub mod deliver;
+pub mod dns;
 pub mod envelope;
 pub mod maillog;
 pub mod queue;

@@ -19,6 +19,9 @@ pub struct Envelope {
     pub size: u64,
     #[serde(default)]
     pub smtputf8: bool,
+    /// The content has octets above 127 (relaying sends `BODY=8BITMIME`).
+    #[serde(default)]
+    pub eight_bit: bool,
     /// SHA-256 of the content as received, hex.
     #[serde(default)]
     pub content_sha256: String,
@@ -36,6 +39,9 @@ pub struct Recipient {
 pub enum Route {
     /// A Maildir under `mail/<domain>/<mailbox>`, both lowercased, extension removed.
     Local { domain: String, mailbox: String },
+    /// Another host, found by static route or MX lookup for `domain` (lowercased; an
+    /// address literal keeps its brackets, e.g. `[192.0.2.1]`).
+    Remote { domain: String },
 }
 
 /// A durable fact about some recipients of a message, appended to its spool entry.
@@ -99,6 +105,7 @@ mod tests {
             received: "Received: from x\r\n".into(),
             size: 10,
             smtputf8: false,
+            eight_bit: false,
             content_sha256: "00".into(),
         };
         assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);

@@ -57,6 +57,7 @@ pub const TOO_MANY_RECIPIENTS: Reply = fixed(452, "4.5.3", "Too many recipients"
 pub const TOO_MANY_ERRORS: Reply = fixed(421, "4.7.0", "Too many errors, closing connection");
 pub const BARE_LINE_ENDING: Reply =
     fixed(550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF");
+pub const TOO_MANY_HOPS: Reply = fixed(554, "5.4.6", "Too many hops: mail loop detected");
 pub const NEEDS_SMTPUTF8: Reply = fixed(553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
 
 pub const RELAY_DENIED: Reply = fixed(550, "5.7.1", "Relaying denied");

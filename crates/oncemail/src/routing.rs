@@ -2,7 +2,8 @@
 //!
 //! Everything that can refuse a recipient runs here, before the final-dot gap opens (I2):
 //! an unknown local user gets `550 5.1.1` now, never a bounce later, and mail for a
-//! domain that is not local is refused (`550 5.7.1`) until relaying exists (I7).
+//! domain that is not local is relayed only for clients that may relay: trusted networks
+//! or authenticated users (I7); everyone else gets `550 5.7.1`.
 //!
 //! A local mailbox name becomes a directory name, so it must not be able to leave the
 //! Maildir root: names with `/`, a leading `.`, control characters or NUL are refused.
@@ -13,24 +14,28 @@ use crate::config::Local;
 use crate::envelope::Route;
 use crate::replies::{self, Reply};
 
-/// The route for a recipient, or the reply that refuses it.
-pub fn route(local: &Local, to: &ForwardPath) -> Result<Route, Reply> {
+/// The route for a recipient, or the reply that refuses it. `may_relay` says whether the
+/// client may send mail to other domains.
+pub fn route(local: &Local, may_relay: bool, to: &ForwardPath) -> Result<Route, Reply> {
     match to {
         ForwardPath::Postmaster => {
             Ok(Route::Local { domain: local.domains[0].clone(), mailbox: "postmaster".into() })
         }
-        ForwardPath::Mailbox(mailbox) => route_mailbox(local, mailbox),
+        ForwardPath::Mailbox(mailbox) => route_mailbox(local, may_relay, mailbox),
     }
 }
 
-fn route_mailbox(local: &Local, to: &Mailbox) -> Result<Route, Reply> {
-    let Domain::Name(domain) = &to.domain else {
+fn route_mailbox(local: &Local, may_relay: bool, to: &Mailbox) -> Result<Route, Reply> {
+    let domain = match &to.domain {
+        Domain::Name(name) => name.trim_end_matches('.').to_lowercase(),
         // TODO: address literals naming one of our own addresses should be local.
-        return Err(replies::RELAY_DENIED);
+        literal => literal.to_string(),
     };
-    let domain = domain.trim_end_matches('.').to_lowercase();
     if !local.domains.contains(&domain) {
-        return Err(replies::RELAY_DENIED);
+        return match may_relay {
+            true => Ok(Route::Remote { domain }),
+            false => Err(replies::RELAY_DENIED),
+        };
     }
 
     let mailbox = base_mailbox(&to.local.to_lowercase(), local.recipient_delimiter);
@@ -55,11 +60,13 @@ fn base_mailbox(local_part: &str, delimiter: Option<char>) -> String {
     }
 }
 
+/// A name that cannot leave the Maildir root, and cannot smuggle a route either: `%`,
+/// `!` and `@` in a local part are the old source-routing hacks (`user%remote@here`).
 fn safe_mailbox_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
-        && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        && !name.chars().any(|c| "/\\%!@".contains(c) || c.is_control())
 }
 
 #[cfg(test)]
@@ -84,8 +91,13 @@ mod tests {
     fn mailbox(route: Result<Route, Reply>) -> String {
         match route {
             Ok(Route::Local { mailbox, .. }) => mailbox,
+            Ok(Route::Remote { domain }) => format!("remote {domain}"),
             Err(reply) => format!("{} {}", reply.code, reply.status),
         }
+    }
+
+    fn route(local: &Local, to: &ForwardPath) -> Result<Route, Reply> {
+        super::route(local, false, to)
     }
 
     #[test]
@@ -115,6 +127,19 @@ mod tests {
     }
 
     #[test]
+    fn trusted_clients_relay_to_other_domains_and_literals() {
+        let l = local(None);
+        let remote = super::route(&l, true, &to("a", "Elsewhere.TEST"));
+        assert_eq!(mailbox(remote), "remote elsewhere.test");
+        let literal = ForwardPath::Mailbox(Mailbox {
+            local: "a".into(),
+            domain: Domain::Ipv4([192, 0, 2, 1].into()),
+        });
+        assert_eq!(mailbox(super::route(&l, true, &literal)), "remote [192.0.2.1]");
+        assert_eq!(mailbox(super::route(&l, true, &to("a", "example.com"))), "a");
+    }
+
+    #[test]
     fn user_list_is_enforced_with_domain_specific_entries() {
         let l = local(Some(&["alice", "bob@other.test"]));
         assert_eq!(mailbox(route(&l, &to("alice+x", "other.test"))), "alice");
@@ -126,7 +151,7 @@ mod tests {
     #[test]
     fn names_that_could_escape_the_maildir_root_are_refused() {
         let l = local(None);
-        for name in ["../x", "a/b", ".hidden", "..", "a\\b", "nul\0"] {
+        for name in ["../x", "a/b", ".hidden", "..", "a\\b", "nul\0", "u%r.test", "r!u", "a@b"] {
             assert_eq!(mailbox(route(&l, &to(name, "example.com"))), "553 5.1.3", "{name:?}");
         }
     }

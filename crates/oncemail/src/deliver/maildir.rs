@@ -47,7 +47,9 @@ pub enum Delivery {
 
 pub fn deliver(job: &Job, recipient: usize) -> io::Result<Delivery> {
     let rcpt = &job.envelope.recipients[recipient];
-    let Route::Local { domain, mailbox } = &rcpt.route;
+    let Route::Local { domain, mailbox } = &rcpt.route else {
+        return Err(io::Error::other("not a local recipient"));
+    };
     let dir = job.mail_root.join(domain).join(mailbox);
     ensure_maildir(&dir)?;
 

@@ -14,6 +14,8 @@ use std::io::{self, Write};
 use sha2::{Digest, Sha256};
 use spool::{Body, QueueId, Spool};
 
+use super::headers::HeaderScan;
+
 /// Largest body kept in memory until the commit.
 pub const INLINE_MAX: usize = 64 * 1024;
 
@@ -25,6 +27,7 @@ pub struct BodySink {
     len: u64,
     max: u64,
     hasher: Sha256,
+    headers: HeaderScan,
     /// The first write error; the transaction answers 451 at its end.
     failed: Option<io::Error>,
 }
@@ -37,6 +40,9 @@ pub struct Finished {
     pub file: Option<File>,
     pub len: u64,
     pub sha256: String,
+    /// `Received:` fields in the header section.
+    pub hops: usize,
+    pub eight_bit: bool,
 }
 
 impl BodySink {
@@ -49,6 +55,7 @@ impl BodySink {
             len: 0,
             max,
             hasher: Sha256::new(),
+            headers: HeaderScan::default(),
             failed: None,
         }
     }
@@ -60,6 +67,7 @@ impl BodySink {
             return;
         }
         self.hasher.update(bytes);
+        self.headers.feed(bytes);
 
         // XXX: the file write blocks this task briefly; it goes to the page cache, and the
         // slow part (fdatasync) runs on the blocking pool at commit time.
@@ -97,7 +105,8 @@ impl BodySink {
             None => (Body::Inline(std::mem::take(&mut self.inline)), None),
         };
         // Taking the file out makes it the commit's: Drop no longer removes it.
-        Ok(Finished { qid: self.qid, body, file, len: self.len, sha256 })
+        let (hops, eight_bit) = (self.headers.received(), self.headers.eight_bit());
+        Ok(Finished { qid: self.qid, body, file, len: self.len, sha256, hops, eight_bit })
     }
 
     fn spill(&mut self, bytes: &[u8]) -> io::Result<()> {

@@ -5,6 +5,7 @@
 //! [`serve`] returns when all have ended or the grace period is over, whichever is first.
 
 mod body;
+mod headers;
 mod received;
 pub mod session;
 

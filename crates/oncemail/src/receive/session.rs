@@ -307,7 +307,8 @@ impl Session {
             return self.error(&replies::TOO_MANY_RECIPIENTS, "RCPT");
         }
 
-        let route = match routing::route(&self.ctx.config.local, to) {
+        let may_relay = self.ctx.config.relay.trusts(self.peer.ip());
+        let route = match routing::route(&self.ctx.config.local, may_relay, to) {
             Ok(route) => route,
             Err(reply) => return self.error(&reply, "RCPT"),
         };
@@ -434,6 +435,11 @@ impl Session {
         let Some(body) = self.finish_body(sink).await else {
             return self.error_for(qid, &replies::LOCAL_ERROR, "DATA");
         };
+        // A loop is refused here rather than bounced later: the sender's MTA reports it.
+        if body.hops > self.ctx.config.queue.max_hops {
+            self.ctx.spool.discard_body_file(body.qid);
+            return self.error_for(qid, &replies::TOO_MANY_HOPS, "DATA");
+        }
 
         let claim = self.claim_recipients(&txn, &body).await;
         if claim.as_ref().is_some_and(dedupe::Claim::all_duplicates) {
@@ -597,6 +603,7 @@ impl Session {
             received,
             size: body.len,
             smtputf8: txn.params.smtputf8,
+            eight_bit: body.eight_bit,
             content_sha256: body.sha256.clone(),
         }
     }

@@ -39,8 +39,6 @@
 mod headers;
 mod text;
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -123,7 +121,7 @@ pub fn report(r: &Report) -> Vec<u8> {
     for part in &parts {
         push_part(part, &boundary, &mut out);
     }
-    let _ = write!(out, "\r\n--{boundary}--\r\n");
+    out.push_str(&format!("\r\n--{boundary}--\r\n"));
     out.into_bytes()
 }
 
@@ -147,9 +145,9 @@ fn top_header(r: &Report, reporter: &str, boundary: &str, parts: &[Part]) -> Str
 }
 
 fn push_part(part: &Part, boundary: &str, out: &mut String) {
-    let _ = write!(out, "\r\n--{boundary}\r\n");
-    let _ = write!(out, "Content-Type: {}\r\n", part.media_type);
-    let _ = write!(out, "Content-Description: {}\r\n", part.description);
+    out.push_str(&format!("\r\n--{boundary}\r\n"));
+    out.push_str(&format!("Content-Type: {}\r\n", part.media_type));
+    out.push_str(&format!("Content-Description: {}\r\n", part.description));
     if !part.body.is_ascii() {
         out.push_str("Content-Transfer-Encoding: 8bit\r\n");
     }
@@ -644,7 +642,8 @@ mod tests {
         let failures = [bob_550()];
         let original = b"From: alice@example.com\r\nSubject: no body\nX-Bare: cr\rX-Last: 1";
         let mime = split(&render(&report_of(&failures, original)));
-        let expected = "From: alice@example.com\r\nSubject: no body\r\nX-Bare: cr\r\nX-Last: 1\r\n";
+        let expected = "From: alice@example.com\r\nSubject: no body\r\n\
+            X-Bare: cr\r\nX-Last: 1\r\n";
         assert_eq!(mime.parts[2].1, expected);
     }
 

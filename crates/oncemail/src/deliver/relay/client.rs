@@ -77,7 +77,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        let minutes = |m| Duration::from_secs(m * 60);
+        let minutes = |m: u64| Duration::from_secs(m * 60);
         Timeouts {
             connect: Duration::from_secs(30),
             greeting: minutes(5),
@@ -206,8 +206,8 @@ impl Connection {
     /// for the reply. Errors are ignored: every transaction is over.
     pub async fn quit(mut self) {
         let limit = self.timeouts.ehlo.min(QUIT_TIMEOUT);
-        if self.usable {
-            let _ = self.wire.command("QUIT", limit, "QUIT").await;
+        if self.usable && self.wire.command("QUIT", limit, "QUIT").await.is_ok() {
+            let _ = self.wire.reply(limit, "QUIT").await;
         }
         self.wire.shutdown(limit).await;
     }

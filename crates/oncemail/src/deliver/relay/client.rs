@@ -202,6 +202,17 @@ impl Connection {
         self.tls.as_deref()
     }
 
+    /// Checks that a connection kept idle is still there before it is
+    /// reused: servers close idle sessions, and finding out at MAIL would
+    /// defer every recipient of the next message. Costs one RSET round
+    /// trip; false, and the connection unusable, without a 2xx to it.
+    pub async fn still_usable(&mut self) -> bool {
+        if self.usable {
+            self.reset().await;
+        }
+        self.usable
+    }
+
     /// Says QUIT and closes, without waiting more than [`QUIT_TIMEOUT`]
     /// for the reply. Errors are ignored: every transaction is over.
     pub async fn quit(mut self) {

@@ -18,8 +18,8 @@
 //!
 //! # Outcomes
 //!
-//! - A 2xx/4xx/5xx to MAIL or DATA decides every recipient still open; to
-//!   RCPT, that recipient.
+//! - A 4xx (`Deferred`) or 5xx (`Failed`) to MAIL decides every recipient;
+//!   to RCPT, that recipient; to DATA, those accepted by RCPT.
 //! - After our final dot, the reply decides the accepted recipients: 2xx
 //!   `Delivered`, 4xx `Deferred`, 5xx `Failed`. No reply (timeout, lost
 //!   connection, even a failed write of the dot itself) makes them
@@ -34,6 +34,12 @@
 //!   empty content to get its final reply. Any other offset is taken as a
 //!   250 and everything is sent again: resuming from an offset is not
 //!   implemented.
+//! - XXX: a pipelined group is written whole before any reply is read, so
+//!   the server's replies to it must fit in the socket buffers of both
+//!   sides, or both wait on each other until a timeout (RFC 2920 §3.1).
+//!   Replies run to some 30 octets, so that takes thousands of
+//!   recipients; callers send far fewer per transaction, and servers cap
+//!   them near 100 anyway (452 for the rest, RFC 5321 §4.5.3.1.10).
 //! - TODO: BDAT (RFC 3030 CHUNKING) is not used even when offered; DATA
 //!   works with every server, and BINARYMIME content never reaches us.
 //! - TODO: RCPT carries no DSN parameters (NOTIFY, ORCPT; RFC 3461).
@@ -262,7 +268,7 @@ impl Connection {
 
     /// Ends a transaction abandoned half-way, so the next starts clean. A
     /// failure costs the connection, never an outcome.
-    async fn reset(&mut self) {
+    pub(super) async fn reset(&mut self) {
         let limit = self.timeouts.ehlo;
         let reply = match self.wire.command("RSET", limit, "RSET").await {
             Ok(()) => self.wire.reply(limit, "RSET").await,

@@ -302,6 +302,18 @@ async fn slow_reply_to_our_dot_is_possibly_delivered() {
 }
 
 #[tokio::test]
+async fn idle_connection_is_checked_before_reuse() {
+    let mut script = hello(&[]);
+    script.extend([expect("RSET"), say("250 ok\r\n")]);
+    let fake = Fake::start(script).await;
+
+    let mut conn = open(&fake).await;
+    assert!(conn.still_usable().await);
+    fake.finish().await;
+    assert!(!conn.still_usable().await, "the server has closed the connection");
+}
+
+#[tokio::test]
 async fn temporary_failure_at_our_dot_is_deferred() {
     let mut script = accepted_up_to_content(3);
     script.push(say("451 4.3.0 queue full\r\n"));

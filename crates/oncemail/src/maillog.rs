@@ -59,8 +59,29 @@ pub fn deferred(qid: QueueId, to: &str, relay: &str, reason: &str, retry_in_s: u
         "deferred");
 }
 
-pub fn failed(qid: QueueId, to: &str, relay: &str, reason: &str) {
-    warn!(queue_id = %qid, to = %format_args!("<{to}>"), relay, reason, "failed");
+/// Lost after our final dot, before the reply: the next hop may have delivered it. Counted
+/// apart from plain deferrals: these are the attempts that can make duplicates downstream.
+pub fn possibly_delivered(qid: QueueId, to: &str, relay: &str, reason: &str, retry_in_s: u64) {
+    info!(queue_id = %qid, to = %format_args!("<{to}>"), relay, reason, retry_in_s,
+        "possibly delivered");
+}
+
+pub fn failed(qid: QueueId, to: &str, relay: &str, status: &str, diagnostic: &str) {
+    info!(queue_id = %qid, to = %format_args!("<{to}>"), relay, status, diagnostic, "failed");
+}
+
+/// A delivery status notification for `original` was queued as `report` to `sender`.
+pub fn bounced(original: QueueId, report: QueueId, sender: &str) {
+    info!(queue_id = %original, report = %report, to = %format_args!("<{sender}>"), "bounced");
+}
+
+/// A failure no report can be sent about: the sender is `<>` (or unroutable).
+pub fn double_bounce(qid: QueueId, to: &str) {
+    warn!(queue_id = %qid, to = %format_args!("<{to}>"), "double bounce; no report sent");
+}
+
+pub fn expired(qid: QueueId, pending: usize) {
+    info!(queue_id = %qid, pending, "expired");
 }
 
 pub fn removed(qid: QueueId) {

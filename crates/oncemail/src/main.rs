@@ -79,9 +79,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listeners.push(listener);
     }
 
-    let mail_root = config.data_dir.join("mail");
-    let delays = config.queue.retry_delays.clone();
-    let queue = queue::start(spool.clone(), mail_root, config.hostname.clone(), delays, recovered);
+    warn_about(&config);
+    let queue = queue::start(spool.clone(), Arc::new(config.clone()), recovered);
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
@@ -92,6 +91,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     receive::serve(ctx, listeners).await;
     info!("oncemail stopped");
     Ok(())
+}
+
+/// Settings that are allowed but unwise get a warning at start.
+fn warn_about(config: &Config) {
+    let final_dot = config.relay.timeouts.data_term;
+    if final_dot < std::time::Duration::from_secs(300) {
+        tracing::warn!(
+            data_term_timeout_s = final_dot.as_secs(),
+            "relay.data_term_timeout is under 5 minutes (RFC 5321 4.5.3.2.6 asks for 10): \
+             impatient clients cause duplicate deliveries"
+        );
+    }
 }
 
 async fn watch_signals(shutdown: CancellationToken) {

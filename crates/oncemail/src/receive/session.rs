@@ -59,7 +59,8 @@ struct Transaction {
     /// the original's final reply.
     resumed: Option<dedupe::Completed>,
     recipients: Vec<Recipient>,
-    routes: HashSet<Route>,
+    /// Where each recipient goes, to accept a repeated one without delivering it twice.
+    destinations: HashSet<String>,
     /// BDAT chunks received so far; `None` until the first chunk.
     bdat: Option<Chunks>,
 }
@@ -250,7 +251,7 @@ impl Session {
             transid,
             resumed,
             recipients: Vec::new(),
-            routes: HashSet::new(),
+            destinations: HashSet::new(),
             bdat: None,
         });
         match resumed {
@@ -316,7 +317,11 @@ impl Session {
             return Err(End::Closed("internal state"));
         };
         // A repeated recipient is accepted once more but delivered once.
-        if txn.routes.insert(route.clone()) {
+        let destination = match &route {
+            Route::Local { domain, mailbox } => format!("{mailbox}@{domain}"),
+            Route::Remote { .. } => to.to_string().to_lowercase(),
+        };
+        if txn.destinations.insert(destination) {
             let address = to.to_string();
             txn.recipients.push(Recipient { address, route });
         }

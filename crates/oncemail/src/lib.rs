@@ -28,4 +28,7 @@ pub struct Context {
     pub dedupe: dedupe::Index,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// Test hook (`ONCEMAIL_TEST_HOLD_REPLY_MS`): wait this long between a commit and its
+    /// `250`, so a test can kill the process inside the gap. Never set in production.
+    pub hold_reply: Option<std::time::Duration>,
 }

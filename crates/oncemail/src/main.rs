@@ -87,7 +87,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     info!(listen = ?config.listen, data_dir = %config.data_dir.display(),
         hostname = %config.hostname, domains = ?config.local.domains,
         dedupe_entries = dedupe.len(), "oncemail started");
-    let ctx = Arc::new(Context { config, spool, queue, dedupe, shutdown });
+    let hold_reply = std::env::var("ONCEMAIL_TEST_HOLD_REPLY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(std::time::Duration::from_millis);
+    let ctx = Arc::new(Context { config, spool, queue, dedupe, shutdown, hold_reply });
     receive::serve(ctx, listeners).await;
     info!("oncemail stopped");
     Ok(())

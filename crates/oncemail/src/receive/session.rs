@@ -454,6 +454,10 @@ impl Session {
         let Some((stored, envelope)) = self.commit(&txn, body, claim).await else {
             return self.error_for(qid, &replies::LOCAL_ERROR, "DATA");
         };
+        if let Some(hold) = self.ctx.hold_reply {
+            tracing::warn!(queue_id = %stored.qid, "test hook: committed, holding the 250");
+            tokio::time::sleep(hold).await;
+        }
         self.unconfirmed = Some(stored.qid);
         self.reply(&replies::queued(&stored.qid.to_string()));
         self.flush().await?;

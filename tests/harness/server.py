@@ -25,6 +25,23 @@ STOP_TIMEOUT = 30.0
 _LIVE: dict[int, subprocess.Popen] = {}
 
 
+# Tests never send traffic off 127.0.0.1, and oncemail relays only where a test says:
+# by default loopback is trusted (as in production), so test servers trust nobody
+# unless the test configures relay.trusted_networks itself; and a relaying test that
+# sets no "*" route gets one to a closed loopback port, so no domain ever reaches DNS.
+NO_DNS_ROUTE = "127.0.0.1:9"
+
+
+def with_test_defaults(config: dict) -> dict:
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    relay = config.setdefault("relay", {})
+    relay.setdefault("trusted_networks", [])
+    routes = dict(relay.get("routes", {}))
+    routes.setdefault("*", NO_DNS_ROUTE)
+    relay["routes"] = routes
+    return config
+
+
 def toml_dumps(config: dict) -> str:
     """Enough TOML for oncemail's config: tables of str/int/bool/float/lists."""
 
@@ -38,6 +55,9 @@ def toml_dumps(config: dict) -> str:
             return f'"{escaped}"'
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            inner = ", ".join(f"{value(k)} = {value(x)}" for k, x in v.items())
+            return "{ " + inner + " }"
         raise TypeError(f"cannot write {v!r} as TOML")
 
     lines = []
@@ -67,6 +87,8 @@ class Server:
         self.port = port or free_port()
         self.extra_args = list(extra_args)
         self.config_path = None
+        if config is None or isinstance(config, dict):
+            config = with_test_defaults(config or {})
         if config is not None:
             self.config_path = self.workdir / "oncemail.toml"
             text = config if isinstance(config, str) else toml_dumps(config)

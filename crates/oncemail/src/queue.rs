@@ -237,14 +237,17 @@ async fn settle(
     retry: std::time::Duration,
 ) {
     let qid = message.stored.qid;
-    let mut delivered = Vec::new();
+    let (mut delivered, mut delivered_here) = (Vec::new(), Vec::new());
     let mut failures = Vec::new();
     for (index, result) in results {
         let to = message.envelope.recipients[index].address.clone();
         match result {
             RcptResult::Delivered { relay, reply } => {
                 maillog::delivered(qid, &to, &relay, &reply);
-                delivered.push(index);
+                match relay == "local" {
+                    true => delivered_here.push(index),
+                    false => delivered.push(index),
+                }
             }
             RcptResult::Deferred { relay, reason } => {
                 maillog::deferred(qid, &to, &relay, &reason, retry.as_secs());
@@ -259,8 +262,10 @@ async fn settle(
         }
     }
 
-    let detail = "delivered".to_string();
-    record(shared, message, delivered, Outcome::Delivered { detail }).await;
+    // A Maildir delivery is found again by its file name after a crash, so its record
+    // need not be flushed before it counts; a remote one cannot be found again.
+    record_lazily(shared, message, delivered_here, Outcome::Delivered { detail: "local".into() });
+    record(shared, message, delivered, Outcome::Delivered { detail: "relayed".into() }).await;
     if !failures.is_empty() && bounce_for(shared, message, &failures).await {
         let indexes = failures.iter().map(|f| f.index).collect();
         let detail = failures.iter().map(|f| f.diagnostic.as_str()).collect::<Vec<_>>();
@@ -285,6 +290,17 @@ async fn record(shared: &Shared, message: &mut Message, indexes: Vec<usize>, out
     let update = Update { recipients: indexes.clone(), outcome, at };
     // If this fails the recipients stay pending; the retry finds local files in place.
     match shared.spool.update(&message.stored, update.encode()).await {
+        Ok(()) => indexes.iter().for_each(|&i| message.done[i] = true),
+        Err(e) => error!(queue_id = %message.stored.qid, error = %e, "cannot record outcome"),
+    }
+}
+
+fn record_lazily(shared: &Shared, message: &mut Message, indexes: Vec<usize>, outcome: Outcome) {
+    if indexes.is_empty() {
+        return;
+    }
+    let update = Update { recipients: indexes.clone(), outcome, at: Utc::now().timestamp() };
+    match shared.spool.update_lazily(&message.stored, update.encode()) {
         Ok(()) => indexes.iter().for_each(|&i| message.done[i] = true),
         Err(e) => error!(queue_id = %message.stored.qid, error = %e, "cannot record outcome"),
     }

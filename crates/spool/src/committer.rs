@@ -51,7 +51,8 @@ pub(crate) enum Job {
         qid: QueueId,
         segment: u64,
         update: Vec<u8>,
-        reply: oneshot::Sender<Result<(), SpoolError>>,
+        /// `None` for an update nobody waits for: written, flushed with a later batch.
+        reply: Option<oneshot::Sender<Result<(), SpoolError>>>,
     },
     Remove {
         qid: QueueId,
@@ -131,7 +132,10 @@ struct Pending {
 #[derive(Default)]
 struct Batch {
     sync_data_dir: bool,
+    /// Records for the active segment.
     commits: Vec<u8>,
+    /// Whether any of them is a commit or an update someone waits to see flushed.
+    sync_active: bool,
     committed: Vec<Pending>,
     sidecars: HashMap<u64, Vec<u8>>,
     synced_sidecars: Vec<u64>,
@@ -172,19 +176,22 @@ impl Committer {
                 let commit = Commit { qid, envelope: &envelope, body: &body, keep: keep.as_ref() };
                 let body = encode_commit(&commit, base, self.active, batch);
                 batch.committed.push(Pending { qid, envelope, body, keep, reply });
+                batch.sync_active = true;
             }
             Job::Update { qid, segment, update, reply } => {
                 let payload = [&qid.raw().to_le_bytes()[..], &update];
+                let durable = reply.is_some();
                 if segment == self.active {
                     record::encode(Kind::Update, &payload, &mut batch.commits);
+                    batch.sync_active |= durable;
                 } else {
                     let out = batch.sidecars.entry(segment).or_default();
                     record::encode(Kind::Update, &payload, out);
-                    if !batch.synced_sidecars.contains(&segment) {
+                    if durable && !batch.synced_sidecars.contains(&segment) {
                         batch.synced_sidecars.push(segment);
                     }
                 }
-                batch.updated.push(reply);
+                batch.updated.extend(reply);
             }
             Job::Remove { qid, segment, body_file } => {
                 let out = if segment == self.active {
@@ -207,7 +214,9 @@ impl Committer {
             let active = self.segment(self.active)?;
             active.file.write_all(&batch.commits)?;
             active.len += batch.commits.len() as u64;
-            active.file.sync_data()?;
+            if batch.sync_active {
+                active.file.sync_data()?;
+            }
         }
 
         for (&id, bytes) in &batch.sidecars {

@@ -6,7 +6,8 @@
 //!   or power loss at any later instant: the record is written and fdatasync'd, and a body
 //!   kept in its own file was fdatasync'd by the caller and its directory entry fsync'd
 //!   here before the record was written.
-//! - After [`Spool::update`] returns `Ok`, the update survives likewise. Updates are opaque
+//! - After [`Spool::update`] returns `Ok`, the update survives likewise
+//!   ([`Spool::update_lazily`] trades that for no flush of its own). Updates are opaque
 //!   bytes to the spool (the engine stores recipient outcomes in them) and come back, in
 //!   order, from [`Spool::open`].
 //! - [`Spool::remove`] forgets a message. It needs no flush: if its record is lost in a
@@ -172,10 +173,20 @@ impl Spool {
     /// Durably records `update` for a committed message.
     pub async fn update(&self, stored: &Stored, update: Vec<u8>) -> Result<(), SpoolError> {
         let (reply, answer) = oneshot::channel();
-        let job =
-            committer::Job::Update { qid: stored.qid, segment: stored.segment, update, reply };
+        let (qid, segment, reply) = (stored.qid, stored.segment, Some(reply));
+        let job = committer::Job::Update { qid, segment, update, reply };
         self.jobs.send(job).map_err(|_| SpoolError::Stopped)?;
         answer.await.map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// Records `update` without waiting for it to be flushed: it becomes durable with the
+    /// next flush of its file, and may be lost in a crash before that. For facts that
+    /// can be found again after a crash (a Maildir delivery finds its own file), so that
+    /// recording them costs no fsync of its own.
+    pub fn update_lazily(&self, stored: &Stored, update: Vec<u8>) -> Result<(), SpoolError> {
+        let (qid, segment) = (stored.qid, stored.segment);
+        let job = committer::Job::Update { qid, segment, update, reply: None };
+        self.jobs.send(job).map_err(|_| SpoolError::Stopped)
     }
 
     /// Forgets a message whose recipients are all final, and deletes its body file.

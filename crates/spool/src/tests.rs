@@ -227,3 +227,15 @@ async fn kept_facts_outlive_their_message_and_segment_until_expiry() {
     let qids: Vec<QueueId> = opened.kept.iter().map(|k| k.qid).collect();
     assert_eq!(qids, vec![live.qid, gone.qid]);
 }
+
+#[tokio::test]
+async fn lazy_updates_are_written_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
+    let stored = commit_file(&spool, b"x").await;
+    spool.update_lazily(&stored, b"lazy".to_vec()).unwrap();
+    drop(spool);
+
+    let (_spool, found) = reopen(dir.path());
+    assert_eq!(found[0].updates, vec![b"lazy".to_vec()]);
+}

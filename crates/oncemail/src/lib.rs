@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod dns;
 pub mod envelope;
 pub mod maillog;
+pub mod metrics;
 pub mod queue;
 pub mod receive;
 pub mod replies;

@@ -61,6 +61,17 @@ pub enum Outcome {
     Delivered { detail: String },
     /// Final: delivery failed for good and the sender was told (or could not be).
     Failed { detail: String },
+    /// Not final: an operator put the message on hold (no recipients listed).
+    Held,
+    /// Not final: an operator released it.
+    Released,
+}
+
+impl Outcome {
+    /// Whether the listed recipients are done for good.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. } | Outcome::Failed { .. })
+    }
 }
 
 impl Envelope {

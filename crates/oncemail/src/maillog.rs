@@ -114,6 +114,11 @@ pub fn expired(qid: QueueId, pending: usize) {
     info!(queue_id = %qid, pending, "expired");
 }
 
+/// An operator's order for a message (`flush`, `hold`, `release`, `delete`, `bounce`).
+pub fn operator(qid: QueueId, action: &str, who: &str) {
+    info!(queue_id = %qid, action, by = who, "operator");
+}
+
 pub fn removed(qid: QueueId) {
     info!(queue_id = %qid, "removed");
 }

@@ -5,6 +5,10 @@
   end-of-data with any reply, or to wait before answering the final dot.
 - `SmtpSink`: Postfix's smtp-sink as a subprocess, dumping each message
   to a file; a fast, independent implementation to relay to.
+- `ScriptedSink`: a `CaptureSink` that follows a script per transaction
+  (refuse a recipient, 451 first and 250 later, drop the connection after
+  the final dot, hold the reply), timestamps what it acknowledged and
+  counts TCP connections. `split_sink_dump` reads smtp-sink's dump files.
 - `CuttingProxy`: a TCP proxy that can drop the connection at the worst
   moment of a transaction: after the client's final dot has reached the
   server, before the server's reply reaches the client. That is the window
@@ -216,3 +220,143 @@ class CuttingProxy:
             self.cuts_left -= 1
             self.cuts += 1
             return True
+
+
+# -- scripted peers for the relay tests ------------------------------------
+
+
+@dataclass
+class Arrival:
+    """A message a `ScriptedSink` acknowledged, and when (time.monotonic())."""
+    at: float
+    message: Captured
+
+
+class ScriptedSink(CaptureSink):
+    """aiosmtpd that follows a script, transaction by transaction, and
+    counts TCP connections. For oncemail as a client: refuse one recipient,
+    fail the first attempt then accept, drop the connection after the final
+    dot, hold the final reply.
+
+    rcpt_script(address, n) -> None | "451 4.2.0 later": n is how many times
+        this address was given in RCPT so far, this one included (1 first).
+    data_script(captured, n) -> action, n counting end-of-data (1 first):
+        None / "accept"  record it and answer 250;
+        "NNN text"       answer that, record nothing;
+        "close"          drop the connection without a reply (RFC 1047's
+                         window, seen from the server); kept in `dropped`;
+        ("hold", secs)   wait, then record and answer 250. If the client
+                         goes away meanwhile, aiosmtpd ends the session and
+                         nothing is recorded (counted in `abandoned`).
+    The script functions run in the sink's thread; keep them quick.
+
+    `messages` and `arrivals` hold what was acknowledged with a 250, in order;
+    `connections` counts TCP connections accepted, `in_hold` the replies
+    being held right now.
+    """
+
+    def __init__(self, rcpt_script=None, data_script=None):
+        super().__init__()
+        self.rcpt_script = rcpt_script
+        self.data_script = data_script
+        self.arrivals: list[Arrival] = []
+        self.dropped: list[Captured] = []
+        self.refused: list[tuple[Captured, str]] = []   # data replies other than 250
+        self.rcpt_refusals: list[tuple[str, str]] = []
+        self.connections = 0
+        self.in_hold = 0
+        self.abandoned = 0
+        self._rcpt_counts: dict[str, int] = {}
+        self._data_count = 0
+        self._lock = threading.Lock()
+        self._controller = _counting_controller(self)
+
+    def __enter__(self):
+        super().__enter__()
+        # aiosmtpd's Controller connects once to itself while starting.
+        with self._lock:
+            self.connections = 0
+        return self
+
+    def _connected(self):
+        with self._lock:
+            self.connections += 1
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        with self._lock:
+            n = self._rcpt_counts[address] = self._rcpt_counts.get(address, 0) + 1
+        reply = self.rcpt_script(address, n) if self.rcpt_script else None
+        if reply:
+            self.rcpt_refusals.append((address, reply))
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        captured = Captured(envelope.mail_from, list(envelope.rcpt_tos),
+                            envelope.original_content, list(envelope.mail_options))
+        with self._lock:
+            self._data_count += 1
+            n = self._data_count
+        action = self.data_script(captured, n) if self.data_script else None
+        if isinstance(action, tuple) and action[0] == "hold":
+            with self._lock:
+                self.in_hold += 1
+            try:
+                await asyncio.sleep(action[1])
+            except asyncio.CancelledError:
+                with self._lock:
+                    self.abandoned += 1
+                raise
+            finally:
+                with self._lock:
+                    self.in_hold -= 1
+            action = None
+        if action == "close":
+            self.dropped.append(captured)
+            # abort(): the reply aiosmtpd writes next is discarded, not sent.
+            server.transport.abort()
+            return "250 2.0.0 never sent"
+        if action not in (None, "accept"):
+            self.refused.append((captured, action))
+            return action
+        self.messages.append(captured)
+        self.arrivals.append(Arrival(time.monotonic(), captured))
+        return "250 2.0.0 OK captured"
+
+
+def _counting_controller(sink: "ScriptedSink"):
+    """An aiosmtpd Controller that tells `sink` of every new connection:
+    aiosmtpd calls factory() once per accepted TCP connection."""
+    from aiosmtpd.controller import Controller
+
+    class Counting(Controller):
+        def factory(self):
+            sink._connected()
+            return super().factory()
+
+    return Counting(sink, hostname="127.0.0.1", port=sink.port,
+                    enable_SMTPUTF8=True, decode_data=False, ready_timeout=10)
+
+
+def split_sink_dump(dump: bytes) -> tuple[dict[str, list[str]], bytes]:
+    """An smtp-sink dump file -> ({"X-Rcpt-Args": [...], ...}, message).
+
+    smtp-sink writes its X-* records, its own three-line Received: field,
+    then the message as received with LF line endings, then one empty
+    line. The message returned is what the client sent, LF line endings.
+    """
+    lines = dump.split(b"\n")
+    records: dict[str, list[str]] = {}
+    i = 0
+    while lines[i].startswith(b"X-"):
+        name, _, value = lines[i].decode("utf-8", "replace").partition(": ")
+        records.setdefault(name, []).append(value)
+        i += 1
+    assert lines[i].startswith(b"Received: from "), lines[i][:80]
+    i += 1
+    assert b"(smtp-sink)" in lines[i], lines[i][:80]
+    i += 2  # the "by" line and the date line
+    rest = b"\n".join(lines[i:])
+    assert rest.endswith(b"\n\n"), "smtp-sink dump without its final empty line"
+    return records, rest[:-1]

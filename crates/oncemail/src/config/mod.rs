@@ -14,8 +14,10 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 mod relay;
+mod security;
 
 pub use relay::{QueuePolicy, Relay, Target, Timeouts};
+pub use security::{Auth, Submission, Tls};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,6 +28,9 @@ struct RawConfig {
     dedupe: RawDedupe,
     relay: relay::RawRelay,
     queue: relay::RawQueue,
+    tls: security::RawTls,
+    submission: security::RawSubmission,
+    auth: security::RawAuth,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +100,10 @@ struct RawLimits {
     command_timeout: Duration,
     #[serde(with = "humantime_serde")]
     data_timeout: Duration,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    #[serde(with = "humantime_serde")]
+    session_timeout: Duration,
 }
 
 impl Default for RawLimits {
@@ -106,6 +115,9 @@ impl Default for RawLimits {
             max_errors: 20,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            session_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -131,6 +143,9 @@ pub struct Config {
     pub dedupe_window: Duration,
     pub relay: Relay,
     pub queue: QueuePolicy,
+    pub tls: Tls,
+    pub submission: Submission,
+    pub auth: Auth,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +165,10 @@ pub struct Limits {
     pub max_errors: u32,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// A whole session, however busy, ends after this (421 4.4.2).
+    pub session_timeout: Duration,
 }
 
 impl Config {
@@ -184,13 +203,16 @@ impl Config {
         };
         let config = Config {
             listen: parse_listen(&raw.server.listen)?,
-            data_dir: raw.server.data_dir,
+            data_dir: raw.server.data_dir.clone(),
             shutdown_grace: raw.server.shutdown_grace,
             local: validate_local(raw.local, &hostname)?,
             limits: validate_limits(raw.limits)?,
             dedupe_window: raw.dedupe.window,
             relay: relay::validate_relay(raw.relay)?,
             queue: relay::validate_queue(raw.queue)?,
+            tls: security::validate_tls(raw.tls, &raw.server.data_dir)?,
+            submission: security::validate_submission(raw.submission)?,
+            auth: security::validate_auth(raw.auth, &raw.server.data_dir)?,
             hostname,
         };
         Ok(config)
@@ -251,6 +273,12 @@ fn validate_limits(raw: RawLimits) -> anyhow::Result<Limits> {
     if raw.max_errors < 1 {
         bail!("limits.max_errors: must be at least 1");
     }
+    if raw.max_connections < 1 || raw.max_connections_per_ip < 1 {
+        bail!("limits.max_connections, limits.max_connections_per_ip: must be at least 1");
+    }
+    if raw.session_timeout < raw.command_timeout.min(raw.data_timeout) {
+        bail!("limits.session_timeout: must be at least the command and data timeouts");
+    }
     if raw.command_timeout < Duration::from_secs(1) || raw.data_timeout < Duration::from_secs(1) {
         bail!("limits.command_timeout, limits.data_timeout: must be at least 1s");
     }
@@ -261,6 +289,9 @@ fn validate_limits(raw: RawLimits) -> anyhow::Result<Limits> {
         max_errors: raw.max_errors,
         command_timeout: raw.command_timeout,
         data_timeout: raw.data_timeout,
+        max_connections: raw.max_connections,
+        max_connections_per_ip: raw.max_connections_per_ip,
+        session_timeout: raw.session_timeout,
     })
 }
 

@@ -5,6 +5,7 @@
 //! until every recipient is final. [`config`], [`maillog`] and [`replies`] are leaves any
 //! stage may use. The invariants every change keeps are in `docs/DESIGN.md`.
 
+pub mod auth;
 pub mod bounce;
 pub mod config;
 pub mod dedupe;
@@ -18,6 +19,7 @@ pub mod receive;
 pub mod replies;
 pub mod routing;
 pub mod schedule;
+pub mod tls;
 
 use tokio_util::sync::CancellationToken;
 

@@ -269,6 +269,7 @@ class ScriptedSink(CaptureSink):
         self._rcpt_counts: dict[str, int] = {}
         self._data_count = 0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._controller = _counting_controller(self)
 
     def __enter__(self):
@@ -320,9 +321,21 @@ class ScriptedSink(CaptureSink):
         if action not in (None, "accept"):
             self.refused.append((captured, action))
             return action
-        self.messages.append(captured)
-        self.arrivals.append(Arrival(time.monotonic(), captured))
+        with self._arrived:
+            self.messages.append(captured)
+            self.arrivals.append(Arrival(time.monotonic(), captured))
+            self._arrived.notify_all()
         return "250 2.0.0 OK captured"
+
+    def wait_arrivals(self, n: int, timeout: float = 30.0) -> list[Arrival]:
+        """Block (without polling) until `n` messages were acknowledged; wakes
+        up as the 250 is about to be written, so a test can act within a
+        millisecond of it."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.arrivals) >= n, timeout):
+                raise AssertionError(f"timed out after {timeout}s waiting for {n} "
+                                     f"acknowledged messages (have {len(self.arrivals)})")
+            return list(self.arrivals)
 
 
 def _counting_controller(sink: "ScriptedSink"):

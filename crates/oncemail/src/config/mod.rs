@@ -13,9 +13,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+mod ops;
 mod relay;
 mod security;
 
+pub use ops::{Ops, line_of_key};
 pub use relay::{QueuePolicy, Relay, Target, Timeouts};
 pub use security::{Auth, Submission, Tls};
 
@@ -31,6 +33,8 @@ struct RawConfig {
     tls: security::RawTls,
     submission: security::RawSubmission,
     auth: security::RawAuth,
+    admin: ops::RawAdmin,
+    metrics: ops::RawMetrics,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +150,8 @@ pub struct Config {
     pub tls: Tls,
     pub submission: Submission,
     pub auth: Auth,
+    /// The admin socket and the metrics endpoint.
+    pub ops: Ops,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +219,7 @@ impl Config {
             tls: security::validate_tls(raw.tls, &raw.server.data_dir)?,
             submission: security::validate_submission(raw.submission)?,
             auth: security::validate_auth(raw.auth, &raw.server.data_dir)?,
+            ops: ops::validate_ops(raw.admin, raw.metrics)?,
             hostname,
         };
         Ok(config)

@@ -34,4 +34,5 @@ pub struct Context {
     /// Test hook (`ONCEMAIL_TEST_HOLD_REPLY_MS`): wait this long between a commit and its
     /// `250`, so a test can kill the process inside the gap. Never set in production.
     pub hold_reply: Option<std::time::Duration>,
+    pub tls: tls::Tls,
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -72,12 +71,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let dedupe = dedupe::Index::new(config.dedupe_window.as_secs() as i64);
     dedupe.restore(&opened.kept);
 
-    let mut listeners = Vec::new();
-    for addr in &config.listen {
-        let listener =
-            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push(listener);
-    }
+    let listeners = receive::bind(&config).await?;
+    let tls = oncemail::tls::Tls::load(&config.tls, &config.hostname)?;
 
     warn_about(&config);
     let queue = queue::start(spool.clone(), Arc::new(config.clone()), recovered);
@@ -91,7 +86,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map(std::time::Duration::from_millis);
-    let ctx = Arc::new(Context { config, spool, queue, dedupe, shutdown, hold_reply });
+    let ctx = Arc::new(Context { config, spool, queue, dedupe, shutdown, hold_reply, tls });
+    tokio::spawn(reload_on_hangup(ctx.clone()));
     receive::serve(ctx, listeners).await;
     info!("oncemail stopped");
     Ok(())
@@ -106,6 +102,18 @@ fn warn_about(config: &Config) {
             "relay.data_term_timeout is under 5 minutes (RFC 5321 4.5.3.2.6 asks for 10): \
              impatient clients cause duplicate deliveries"
         );
+    }
+}
+
+/// `SIGHUP` reloads the TLS certificate and key.
+async fn reload_on_hangup(ctx: Arc<Context>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        ctx.tls.reload();
     }
 }
 

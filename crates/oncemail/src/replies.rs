@@ -65,6 +65,23 @@ pub const USER_UNKNOWN: Reply = fixed(550, "5.1.1", "User unknown");
 pub const BAD_MAILBOX_NAME: Reply = fixed(553, "5.1.3", "Mailbox name not allowed");
 pub const LOCAL_ERROR: Reply = fixed(451, "4.3.0", "Local error, try again later");
 
+pub const STARTTLS_READY: Reply = fixed(220, "2.0.0", "Ready to start TLS");
+pub const TLS_ACTIVE: Reply = fixed(503, "5.5.1", "TLS is already active");
+pub const TLS_UNAVAILABLE: Reply = fixed(454, "4.7.0", "TLS not available");
+pub const ENCRYPTION_REQUIRED: Reply =
+    fixed(538, "5.7.11", "Encryption required for requested authentication mechanism");
+pub const AUTH_REQUIRED: Reply = fixed(530, "5.7.0", "Authentication required");
+pub const AUTH_OK: Reply = fixed(235, "2.7.0", "Authentication successful");
+pub const AUTH_FAILED: Reply = fixed(535, "5.7.8", "Authentication credentials invalid");
+pub const AUTH_CANCELLED: Reply = fixed(501, "5.0.0", "Authentication cancelled");
+pub const AUTH_MALFORMED: Reply = fixed(501, "5.5.2", "Cannot decode the response");
+pub const AUTH_MECHANISM: Reply = fixed(504, "5.5.4", "Unrecognized authentication type");
+pub const ALREADY_AUTHENTICATED: Reply = fixed(503, "5.5.1", "Already authenticated");
+pub const AUTH_IN_TRANSACTION: Reply = fixed(503, "5.5.1", "AUTH not allowed during a transaction");
+pub const TOO_MANY_AUTH_FAILURES: Reply =
+    fixed(421, "4.7.0", "Too many authentication failures, closing connection");
+pub const SENDER_NOT_OWNED: Reply = fixed(553, "5.7.1", "Sender address not owned by user");
+
 pub fn greeting(hostname: &str) -> Reply {
     Reply { code: 220, status: "", text: format!("{hostname} ESMTP oncemail").into() }
 }
@@ -98,13 +115,18 @@ pub fn timeout(hostname: &str) -> Reply {
     Reply { code: 421, status: "4.4.2", text: text.into() }
 }
 
+pub fn too_many_connections(hostname: &str) -> Reply {
+    let text = format!("{hostname} Too many connections, try again later");
+    Reply { code: 421, status: "4.7.0", text: text.into() }
+}
+
 pub fn shutting_down(hostname: &str) -> Reply {
     Reply { code: 421, status: "4.3.2", text: format!("{hostname} Shutting down").into() }
 }
 
-/// The EHLO reply: our name, then the extensions we offer. `CHECKPOINT` (RFC 1845) is
-/// offered while duplicate suppression is on, since its index keeps the transaction IDs.
-pub fn ehlo(hostname: &str, client: &str, max_size: u64, checkpoint: bool, out: &mut Vec<u8>) {
+/// The EHLO reply: our name, then the extensions we offer, then `extra` (CHECKPOINT,
+/// STARTTLS, AUTH, as the session decides).
+pub fn ehlo(hostname: &str, client: &str, max_size: u64, extra: &[&str], out: &mut Vec<u8>) {
     let first = format!("{hostname} greets {client}");
     let size = format!("SIZE {max_size}");
     let mut lines = vec![
@@ -116,9 +138,7 @@ pub fn ehlo(hostname: &str, client: &str, max_size: u64, checkpoint: bool, out: 
         "SMTPUTF8",
         "CHUNKING",
     ];
-    if checkpoint {
-        lines.push("CHECKPOINT");
-    }
+    lines.extend_from_slice(extra);
     lines.push("HELP");
     format_reply(250, None, &lines, out);
 }

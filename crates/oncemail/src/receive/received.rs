@@ -20,17 +20,27 @@ pub struct Hop<'a> {
     pub peer: SocketAddr,
     pub hostname: &'a str,
     pub protocol: &'static str,
+    /// "TLSv1.3 with cipher ..." when the session was encrypted.
+    pub tls: Option<&'a str>,
     pub qid: QueueId,
     pub single_recipient: Option<&'a str>,
     pub when: DateTime<Utc>,
 }
 
 /// The protocol word of the `with` clause (RFC 3848, RFC 6531).
-pub fn protocol(esmtp: bool, smtputf8: bool) -> &'static str {
-    match (esmtp, smtputf8) {
-        (false, _) => "SMTP",
-        (true, false) => "ESMTP",
-        (true, true) => "UTF8SMTP",
+pub fn protocol(esmtp: bool, smtputf8: bool, tls: bool, auth: bool) -> &'static str {
+    if !esmtp {
+        return "SMTP";
+    }
+    match (smtputf8, tls, auth) {
+        (false, false, false) => "ESMTP",
+        (false, true, false) => "ESMTPS",
+        (false, false, true) => "ESMTPA",
+        (false, true, true) => "ESMTPSA",
+        (true, false, false) => "UTF8SMTP",
+        (true, true, false) => "UTF8SMTPS",
+        (true, false, true) => "UTF8SMTPA",
+        (true, true, true) => "UTF8SMTPSA",
     }
 }
 
@@ -41,10 +51,11 @@ pub fn field(hop: &Hop) -> String {
         SocketAddr::V4(v4) => v4.ip().to_string(),
         SocketAddr::V6(v6) => format!("IPv6:{}", v6.ip()),
     };
-    let mut out = format!(
-        "Received: from {helo} ([{ip}])\r\n\tby {} (oncemail) with {} id {}",
-        hop.hostname, hop.protocol, hop.qid
-    );
+    let mut out = format!("Received: from {helo} ([{ip}])\r\n");
+    if let Some(tls) = hop.tls {
+        out.push_str(&format!("\t(using {})\r\n", printable(tls).replace('?', " ")));
+    }
+    out.push_str(&format!("\tby {} (oncemail) with {} id {}", hop.hostname, hop.protocol, hop.qid));
     if let Some(to) = hop.single_recipient {
         out.push_str(&format!("\r\n\tfor <{}>", printable(to)));
     }
@@ -69,7 +80,8 @@ mod tests {
             helo: "client\r\nX-Injected: yes",
             peer: "192.0.2.1:4000".parse().unwrap(),
             hostname: "mx.example.com",
-            protocol: protocol(true, false),
+            protocol: protocol(true, false, false, false),
+            tls: None,
             qid: QueueId::parse("0ABCDEFGHJKMN").unwrap(),
             single_recipient: Some("user@example.com"),
             when: Utc.with_ymd_and_hms(2026, 12, 3, 17, 22, 35).unwrap(),
@@ -78,5 +90,13 @@ mod tests {
             \tby mx.example.com (oncemail) with ESMTP id 0ABCDEFGHJKMN\r\n\
             \tfor <user@example.com>;\r\n\tThu, 03 Dec 2026 17:22:35 +0000\r\n";
         assert_eq!(field(&hop), expected);
+    }
+
+    #[test]
+    fn protocol_words_follow_rfc_3848() {
+        assert_eq!(protocol(false, false, true, true), "SMTP");
+        assert_eq!(protocol(true, false, true, false), "ESMTPS");
+        assert_eq!(protocol(true, false, true, true), "ESMTPSA");
+        assert_eq!(protocol(true, true, false, true), "UTF8SMTPA");
     }
 }

@@ -20,6 +20,7 @@ use smtp_wire::data::{BareEolScanner, DataDecoder};
 use smtp_wire::line::{Line, LineReader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::Listener;
 use super::body::{BodySink, Finished};
 use super::received;
 use crate::Context;
@@ -34,6 +35,8 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 const READ_SIZE: usize = 64 * 1024;
+
+mod secure;
 
 /// Why the session loop stops.
 enum End {
@@ -85,12 +88,32 @@ pub struct Session {
     /// A message acknowledged with `250` before the client has said anything since:
     /// if the session ends now without `QUIT`, the reply may not have arrived.
     unconfirmed: Option<spool::QueueId>,
+    kind: Listener,
+    /// The protocol and cipher once TLS is up.
+    tls: Option<String>,
+    /// The authenticated user.
+    user: Option<String>,
+    auth_failures: u32,
+    /// The whole session ends by then, however busy (`limits.session_timeout`).
+    deadline: Instant,
 }
 
 impl Session {
-    pub fn new(ctx: Arc<Context>, id: u64, peer: SocketAddr, stream: Box<dyn Stream>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        id: u64,
+        peer: SocketAddr,
+        kind: Listener,
+        stream: Box<dyn Stream>,
+    ) -> Self {
         let lines = LineReader::new(ctx.config.limits.max_line_length);
+        let deadline = Instant::now() + ctx.config.limits.session_timeout;
         Session {
+            kind,
+            tls: None,
+            user: None,
+            auth_failures: 0,
+            deadline,
             ctx,
             id,
             peer,
@@ -121,6 +144,9 @@ impl Session {
     }
 
     async fn converse(&mut self) -> Flow {
+        if self.kind == Listener::SubmissionTls {
+            self.start_tls().await?;
+        }
         if self.ctx.shutdown.is_cancelled() {
             return self.close_with(replies::shutting_down(&self.ctx.config.hostname));
         }
@@ -172,6 +198,8 @@ impl Session {
             self.start = 0;
         }
         self.input.reserve(READ_SIZE);
+        // A slow trickle of bytes resets the per-read timeout but not the session's.
+        let timeout = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
         let read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input)).await;
         match read {
             Err(_) => self.close_with(replies::timeout(&self.ctx.config.hostname)),
@@ -206,23 +234,26 @@ impl Session {
             Command::Vrfy(_) => self.ok(&replies::VRFY),
             Command::Expn(_) => self.error(&replies::EXPN, "EXPN"),
             Command::Help(_) => self.ok(&replies::HELP),
-            Command::StartTls | Command::Auth { .. } => {
-                self.error(&replies::NOT_IMPLEMENTED, verb(line))
-            }
+            Command::StartTls => self.starttls().await,
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
         }
     }
 
     fn ehlo(&mut self, name: String) -> Flow {
         let config = &self.ctx.config;
         let mut out = Vec::new();
-        let checkpoint = self.ctx.dedupe.enabled();
-        replies::ehlo(
-            &config.hostname,
-            &name,
-            config.limits.max_message_size,
-            checkpoint,
-            &mut out,
-        );
+        let mut extra = Vec::new();
+        if self.ctx.dedupe.enabled() {
+            extra.push("CHECKPOINT");
+        }
+        if self.offers_starttls() {
+            extra.push("STARTTLS");
+        }
+        if self.offers_auth() {
+            extra.push("AUTH PLAIN LOGIN");
+        }
+        let max_size = config.limits.max_message_size;
+        replies::ehlo(&config.hostname, &name, max_size, &extra, &mut out);
         self.output.extend_from_slice(&out);
         self.greeting = Greeting::Ehlo(name);
         self.transaction = None;
@@ -270,6 +301,15 @@ impl Session {
         if self.transaction.is_some() {
             return Err(replies::NESTED_MAIL);
         }
+        if self.kind != Listener::Smtp && self.user.is_none() {
+            return Err(replies::AUTH_REQUIRED);
+        }
+        if let Some(user) = &self.user
+            && self.ctx.config.auth.sender_must_match
+            && !crate::auth::owns(user, &from.to_string(), &self.ctx.config.local.domains)
+        {
+            return Err(replies::SENDER_NOT_OWNED);
+        }
         if matches!(params.body, Some(BodyType::BinaryMime)) {
             return Err(replies::NO_BINARYMIME);
         }
@@ -308,7 +348,7 @@ impl Session {
             return self.error(&replies::TOO_MANY_RECIPIENTS, "RCPT");
         }
 
-        let may_relay = self.ctx.config.relay.trusts(self.peer.ip());
+        let may_relay = self.user.is_some() || self.ctx.config.relay.trusts(self.peer.ip());
         let route = match routing::route(&self.ctx.config.local, may_relay, to) {
             Ok(route) => route,
             Err(reply) => return self.error(&reply, "RCPT"),
@@ -600,7 +640,13 @@ impl Session {
             helo,
             peer: self.peer,
             hostname: &self.ctx.config.hostname,
-            protocol: received::protocol(esmtp, txn.params.smtputf8),
+            protocol: received::protocol(
+                esmtp,
+                txn.params.smtputf8,
+                self.tls.is_some(),
+                self.user.is_some(),
+            ),
+            tls: self.tls.as_deref(),
             qid: body.qid,
             single_recipient: single,
             when: now,

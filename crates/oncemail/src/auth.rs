@@ -166,6 +166,68 @@ fn write_users(users_file: &Path, lines: &[String]) -> io::Result<()> {
     spool::sync_dir(dir)
 }
 
+/// The password for `oncemail user add`: asked on the terminal without echo, or read as
+/// the first line of standard input when that is not a terminal (for scripts).
+pub fn read_password(name: &str) -> io::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+
+    let stdin = io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return non_empty(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+
+    eprint!("Password for {name}: ");
+    let echo = EchoOff::new();
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    drop(echo);
+    eprintln!();
+    read?;
+    non_empty(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn non_empty(password: String) -> io::Result<String> {
+    if password.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty password"));
+    }
+    Ok(password)
+}
+
+/// Turns terminal echo off for as long as it lives.
+struct EchoOff {
+    saved: Option<libc::termios>,
+}
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: termios is plain data; tcgetattr fills it or fails, and we only use it
+        // when it succeeded. fd 0 stays open for the life of the process.
+        unsafe {
+            let mut term: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut term) != 0 {
+                return EchoOff { saved: None };
+            }
+            let saved = term;
+            term.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &term);
+            EchoOff { saved: Some(saved) }
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved {
+            // SAFETY: restores the settings tcgetattr gave us, on the same descriptor.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &saved);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,6 +161,8 @@ def test_relay_to_oncemail_retries_are_recognised_by_transid(start_server):
                 "trusted_networks": ["127.0.0.0/8"],
                 "routes": {"remote.test": f"127.0.0.1:{proxy.port}"},
                 "data_term_timeout": "2s",
+                # The proxy must see the final dot: no STARTTLS to B.
+                "starttls": False,
             },
             "queue": {"retry_delays": ["1s"]},
         })

@@ -260,3 +260,22 @@ def test_kill_after_commit_before_250_then_retry_is_delivered_once(start_hooked)
     assert [(d.mailbox, file_qid(d), d.body) for d in got] == [(ALICE, qid, STORED)]
     assert events(server, "recovered", queue_id=qid)
     assert [e["scope"] for e in events(server, "suppressed duplicate")] == ["whole message"]
+
+
+def test_the_same_message_in_ten_sessions_at_once_is_queued_once(server):
+    # Ten copies reach end of data together: one claims the fingerprint, the
+    # others wait for its commit and are answered as duplicates of it.
+    conns = [open_transaction(server.port, SENDER, [ALICE]) for _ in range(10)]
+    try:
+        for c in conns:
+            c.send(dot_stuff(WIRE) + b".\r\n")
+        replies = [c.reply() for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    queued = [r.queue_id for r in replies if r.code == 250 and r.queue_id]
+    dups = [duplicate_of(r) for r in replies]
+    assert len(queued) == 1, [str(r) for r in replies]
+    assert sorted(filter(None, dups)) == queued * 9, [str(r) for r in replies]
+    got = server.settle(1)
+    assert [(d.mailbox, file_qid(d)) for d in got] == [(ALICE, queued[0])]

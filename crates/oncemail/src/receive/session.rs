@@ -500,7 +500,9 @@ impl Session {
         }
         self.unconfirmed = Some(stored.qid);
         self.reply(&replies::queued(&stored.qid.to_string()));
-        self.flush().await?;
+        // Committed is committed: the message is queued even if the client is gone and
+        // the 250 cannot be written (its retry will be recognised as a duplicate).
+        let flushed = self.flush().await;
         let gap_us = ended.elapsed().as_micros() as u64;
 
         let (from, size) = (envelope.sender.as_str(), envelope.size);
@@ -511,7 +513,7 @@ impl Session {
             maillog::suppressed(stored.qid, self.id, suppressed, "some recipients");
         }
         self.ctx.queue.submit(stored, envelope);
-        Ok(())
+        flushed
     }
 
     /// A resumed transaction that was committed before: repeat the original's `250`.

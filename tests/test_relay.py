@@ -13,7 +13,8 @@ What is proved here:
 - a connection lost, or a reply that never comes, after our final dot is
   "possibly delivered": retried, never failed (I5);
 - kill -9 during deliveries and between retries loses nothing, and the only
-  duplicates are those of RFC 1047's window on our side;
+  duplicates are those of RFC 1047's window (a kill aimed just after the
+  remote's 250 measures how wide our side of it is);
 - expiry (4.4.7), no report about a report (<>), the hop limit (554 5.4.6);
 - no open relay, whatever the address tricks (I7);
 - connections are reused.
@@ -27,7 +28,6 @@ import time
 
 import pytest
 
-from harness import maildir
 from harness.peers import ScriptedSink, SmtpSink, split_sink_dump
 from harness.smtp import SmtpConn, dot_stuff, expect, send_message
 from harness.wait import wait_until

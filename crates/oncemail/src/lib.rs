@@ -5,6 +5,7 @@
 //! until every recipient is final. [`config`], [`maillog`] and [`replies`] are leaves any
 //! stage may use. The invariants every change keeps are in `docs/DESIGN.md`.
 
+pub mod admin;
 pub mod auth;
 pub mod bounce;
 pub mod config;
@@ -12,13 +13,16 @@ pub mod dedupe;
 pub mod deliver;
 pub mod dns;
 pub mod envelope;
+pub mod http;
 pub mod maillog;
 pub mod metrics;
+pub mod pickup;
 pub mod queue;
 pub mod receive;
 pub mod replies;
 pub mod routing;
 pub mod schedule;
+pub mod sendmail;
 pub mod tls;
 
 use tokio_util::sync::CancellationToken;

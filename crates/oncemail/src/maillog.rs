@@ -40,6 +40,14 @@ pub fn accepted(qid: QueueId, session: u64, from: &str, recipients: usize, size:
     info!(queue_id = %qid, session, from = %from, recipients, size, gap_us, "accepted");
 }
 
+/// A message left in the maildrop by `sendmail` was committed and queued; `uid` owns the
+/// maildrop file. No final-dot gap: nobody waits on a reply.
+pub fn picked_up(qid: QueueId, uid: u32, from: &str, recipients: usize, size: u64, file: &str) {
+    metrics::get().picked_up.inc();
+    let from = format_args!("<{from}>");
+    info!(queue_id = %qid, uid, from = %from, recipients, size, file, "picked up");
+}
+
 /// A retry of an accepted message (or some of its recipients) that was not queued again.
 pub fn suppressed(original: QueueId, session: u64, recipients: usize, scope: &'static str) {
     let label = match scope {

@@ -1,29 +1,45 @@
-//! The `oncemail` command: `serve` runs the server; more subcommands arrive with the
-//! operator tools.
+//! The `oncemail` command: `serve` runs the server; `queue`, `sendmail` and
+//! `check-config` are the operator's tools. Run through a link named `sendmail` it is the
+//! sendmail command (classic options), through one named `mailq` it lists the queue.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use oncemail::config::{Config, Overrides};
-use oncemail::{Context, dedupe, queue, receive};
+use oncemail::admin::{self, cli::QueueArgs};
+use oncemail::config::{self, Config, Overrides};
+use oncemail::{Context, dedupe, http, pickup, queue, receive, sendmail};
 
 #[derive(Parser)]
 #[command(name = "oncemail", version, about = "A mail transfer agent that delivers once")]
 struct Cli {
+    /// Log lines as text, or as one JSON object each (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the SMTP server (built-in defaults need no config file).
     Serve {
-        /// TOML configuration file.
+        /// TOML configuration file (default: $ONCEMAIL_CONFIG, then
+        /// /etc/oncemail/oncemail.toml if it exists).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Address to listen on (repeatable); replaces server.listen.
@@ -35,32 +51,106 @@ enum Command {
         /// Local domain (repeatable); replaces local.domains.
         #[arg(long)]
         domain: Vec<String>,
+        /// Address of the /metrics and /healthz endpoint; replaces metrics.listen.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Look at and steer the queue of the running server (mailq, postqueue, postsuper).
+    Queue(QueueArgs),
+    /// Send the message on standard input (sendmail's options: -t -i -oi -f -F -C ...).
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Check a configuration file and print the effective settings, defaults included.
+    CheckConfig {
+        /// TOML configuration file (default: $ONCEMAIL_CONFIG, then
+        /// /etc/oncemail/oncemail.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_logging();
+fn main() -> anyhow::Result<ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match invoked_as(&args).as_deref() {
+        Some("sendmail") => return Ok(sendmail::main(&args[1..])),
+        Some("mailq") => return Ok(admin::cli::mailq(None, None)),
+        _ => {}
+    }
+    let cli = Cli::parse_from(args);
+    let serving = matches!(cli.command, Command::Serve { .. });
+    // The tools print their own errors; their log stays quiet unless asked.
+    init_logging(cli.log_format, if serving { "info" } else { "warn" });
 
     match cli.command {
-        Command::Serve { config, listen, data_dir, domain } => {
+        Command::Serve { config, listen, data_dir, domain, metrics_listen } => {
             let overrides = Overrides { listen, data_dir, domains: domain };
-            let config = Config::load(config.as_deref(), overrides)?;
+            let path = config::config_path(config.as_deref());
+            let mut config = Config::load(path.as_deref(), overrides)?;
+            if metrics_listen.is_some() {
+                config.ops.metrics_listen = metrics_listen;
+            }
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config))?;
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Queue(args) => Ok(admin::cli::run(args)),
+        Command::Sendmail { args } => Ok(sendmail::main(&args)),
+        Command::CheckConfig { config } => Ok(check_config(config.as_deref())),
     }
 }
 
-fn init_logging() {
+/// The file name the program was started as, when it is one of the classic names.
+fn invoked_as(args: &[OsString]) -> Option<String> {
+    let name = Path::new(args.first()?).file_name()?.to_str()?;
+    matches!(name, "sendmail" | "mailq").then(|| name.to_string())
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ONCEMAIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        }
+        // Event fields at the top level of each object, next to "message".
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
+/// `check-config`: the same loading and checks as `serve`; the settings on stdout, or
+/// the error (with the file's line where it can be found) on stderr.
+fn check_config(flag: Option<&Path>) -> ExitCode {
+    let path = config::config_path(flag);
+    match Config::load(path.as_deref(), Overrides::default()) {
+        Ok(config) => {
+            let source = path.map_or("built-in defaults".into(), |p| p.display().to_string());
+            println!("# oncemail configuration: {source}");
+            for warning in warnings(&config) {
+                println!("# warning: {warning}");
+            }
+            print!("{}", config.dump());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            let line = path.as_deref().and_then(|p| {
+                let text = std::fs::read_to_string(p).ok()?;
+                config::line_of_key(&text, &message).map(|n| (p.display().to_string(), n))
+            });
+            match line {
+                Some((file, n)) => eprintln!("oncemail: {file}, line {n}: {message}"),
+                None => eprintln!("oncemail: {message}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -71,38 +161,61 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let dedupe = dedupe::Index::new(config.dedupe_window.as_secs() as i64);
     dedupe.restore(&opened.kept);
 
+    // Everything that listens is bound before anything runs: a port or socket that cannot
+    // be had stops the start with the reason.
     let listeners = receive::bind(&config).await?;
+    let admin_socket = config.admin_socket()?;
+    let admin_listener = admin::server::bind(&admin_socket)?;
+    let metrics_listener = match config.ops.metrics_listen {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
     let tls = oncemail::tls::Tls::load(&config.tls, &config.hostname)?;
 
-    warn_about(&config);
+    for warning in warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     let queue = queue::start(spool.clone(), Arc::new(config.clone()), recovered);
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
     info!(listen = ?config.listen, data_dir = %config.data_dir.display(),
         hostname = %config.hostname, domains = ?config.local.domains,
-        dedupe_entries = dedupe.len(), "oncemail started");
+        dedupe_entries = dedupe.len(), admin_socket = %admin_socket.display(),
+        "oncemail started");
     let hold_reply = std::env::var("ONCEMAIL_TEST_HOLD_REPLY_MS")
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map(std::time::Duration::from_millis);
     let ctx = Arc::new(Context { config, spool, queue, dedupe, shutdown, hold_reply, tls });
     tokio::spawn(reload_on_hangup(ctx.clone()));
+
+    let wake_pickup = Arc::new(Notify::new());
+    tokio::spawn(admin::server::serve(ctx.clone(), admin_listener, wake_pickup.clone()));
+    tokio::spawn(pickup::run(ctx.clone(), wake_pickup));
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(http::serve(ctx.clone(), listener));
+    }
+
     receive::serve(ctx, listeners).await;
+    // A socket left behind would make `queue` say "cannot talk" instead of "not running".
+    let _ = std::fs::remove_file(&admin_socket);
     info!("oncemail stopped");
     Ok(())
 }
 
-/// Settings that are allowed but unwise get a warning at start.
-fn warn_about(config: &Config) {
+/// Settings that are allowed but unwise: warned about at start and by `check-config`.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
     let final_dot = config.relay.timeouts.data_term;
     if final_dot < std::time::Duration::from_secs(300) {
-        tracing::warn!(
-            data_term_timeout_s = final_dot.as_secs(),
-            "relay.data_term_timeout is under 5 minutes (RFC 5321 4.5.3.2.6 asks for 10): \
-             impatient clients cause duplicate deliveries"
-        );
+        warnings.push(format!(
+            "relay.data_term_timeout is under 5 minutes ({}s; RFC 5321 4.5.3.2.6 asks for \
+             10): impatient clients cause duplicate deliveries",
+            final_dot.as_secs()
+        ));
     }
+    warnings
 }
 
 /// `SIGHUP` reloads the TLS certificate and key.

@@ -41,6 +41,7 @@ pub struct Result {
 pub struct Metrics {
     pub final_dot_gap: Histogram,
     pub accepted: Counter,
+    pub picked_up: Counter,
     pub rejected: Counter,
     pub delivered: Family<Relay, Counter>,
     pub deferred: Family<Relay, Counter>,
@@ -72,6 +73,7 @@ impl Metrics {
         let metrics = Metrics {
             final_dot_gap: Histogram::new(buckets),
             accepted: Counter::default(),
+            picked_up: Counter::default(),
             rejected: Counter::default(),
             delivered: Family::default(),
             deferred: Family::default(),
@@ -102,6 +104,11 @@ impl Metrics {
             "messages_accepted",
             "Messages committed and acknowledged",
             self.accepted.clone(),
+        );
+        r.register(
+            "messages_picked_up",
+            "Messages queued from the maildrop (local submission with sendmail)",
+            self.picked_up.clone(),
         );
         r.register("replies_rejected", "Error replies sent to clients", self.rejected.clone());
         r.register("recipients_delivered", "Recipients delivered", self.delivered.clone());

@@ -17,7 +17,7 @@ mod ops;
 mod relay;
 mod security;
 
-pub use ops::{Ops, line_of_key};
+pub use ops::{DEFAULT_CONFIG, Ops, config_path, line_of_key};
 pub use relay::{QueuePolicy, Relay, Target, Timeouts};
 pub use security::{Auth, Submission, Tls};
 

@@ -22,6 +22,22 @@ use super::Config;
 /// Longest path a Unix socket address holds on Linux (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// The configuration file used when neither `--config` nor `ONCEMAIL_CONFIG` names one, if
+/// it exists: a `sendmail` run by cron has no other way to find it.
+pub const DEFAULT_CONFIG: &str = "/etc/oncemail/oncemail.toml";
+
+/// Which configuration file every subcommand reads: `--config`, else `$ONCEMAIL_CONFIG`,
+/// else [`DEFAULT_CONFIG`] when it exists, else none (built-in defaults).
+pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = flag {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("ONCEMAIL_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists())
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
@@ -293,7 +309,8 @@ mod tests {
         assert!(
             dump.contains("routes = { \"*\" = \"[::1]:2526\", \"a.test\" = \"mx.a.test:25\" }")
         );
-        assert!(dump.contains("retry_delays = [\"1m\", \"5m\", \"15m\", \"30m\", \"1h\", \"2h\"]"));
+        let delays = "retry_delays = [\"1m\", \"5m\", \"15m\", \"30m\", \"1h\", \"2h\"]";
+        assert!(dump.contains(delays));
         assert!(dump.contains("[metrics]\nlisten = \"127.0.0.1:9125\""));
     }
 

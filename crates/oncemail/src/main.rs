@@ -1,6 +1,7 @@
 //! The `oncemail` command: `serve` runs the server; `queue`, `sendmail` and
 //! `check-config` are the operator's tools. Run through a link named `sendmail` it is the
-//! sendmail command (classic options), through one named `mailq` it lists the queue.
+//! sendmail command (classic options), through one named `mailq` it lists the queue
+//! (`sendmail -bp`).
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -76,7 +77,12 @@ fn main() -> anyhow::Result<ExitCode> {
     let args: Vec<OsString> = std::env::args_os().collect();
     match invoked_as(&args).as_deref() {
         Some("sendmail") => return Ok(sendmail::main(&args[1..])),
-        Some("mailq") => return Ok(admin::cli::mailq(None, None)),
+        Some("mailq") => {
+            // mailq is sendmail -bp, and takes sendmail's -C and --data-dir.
+            let args: Vec<OsString> =
+                std::iter::once("-bp".into()).chain(args[1..].to_vec()).collect();
+            return Ok(sendmail::main(&args));
+        }
         _ => {}
     }
     let cli = Cli::parse_from(args);
@@ -160,16 +166,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (spool, recovered) = (opened.spool, opened.messages);
     let dedupe = dedupe::Index::new(config.dedupe_window.as_secs() as i64);
     dedupe.restore(&opened.kept);
+    if let Err(e) = pickup::create_maildrop(&config.data_dir) {
+        tracing::error!(error = %e, "cannot create the maildrop; sendmail will fail");
+    }
 
-    // Everything that listens is bound before anything runs: a port or socket that cannot
+    // Everything that listens is bound before anything runs, the SMTP listeners last (a
+    // client that sees the port open finds the rest ready): a port or socket that cannot
     // be had stops the start with the reason.
-    let listeners = receive::bind(&config).await?;
     let admin_socket = config.admin_socket()?;
     let admin_listener = admin::server::bind(&admin_socket)?;
     let metrics_listener = match config.ops.metrics_listen {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
+    let listeners = receive::bind(&config).await?;
     let tls = oncemail::tls::Tls::load(&config.tls, &config.hostname)?;
 
     for warning in warnings(&config) {

@@ -104,12 +104,9 @@ pub fn create_maildrop(data_dir: &Path) -> io::Result<PathBuf> {
 }
 
 /// Looks at the maildrop at start, every [`POLL`], and whenever `wake` is notified, until
-/// shutdown.
+/// shutdown. The server creates the maildrop ([`create_maildrop`]) before it listens.
 pub async fn run(ctx: Arc<Context>, wake: Arc<Notify>) {
     let dir = maildrop_dir(&ctx.config.data_dir);
-    if let Err(e) = create_maildrop(&ctx.config.data_dir) {
-        error!(dir = %dir.display(), error = %e, "cannot create the maildrop; sendmail fails");
-    }
     loop {
         scan(&ctx, &dir).await;
         tokio::select! {

@@ -175,10 +175,9 @@ fn message_state(message: &Listed) -> String {
         0 => String::new(),
         n => format!(", {n} attempt{}", plural(n as usize)),
     };
-    match (message.state.as_str(), message.next_attempt) {
-        ("held", _) => format!("(on hold{attempts})"),
-        ("deferred", Some(next)) => format!("(deferred{attempts}, next try {})", when(next)),
-        (state, _) => format!("({state}{attempts})"),
+    match message.state.as_str() {
+        "held" => format!("(on hold{attempts})"),
+        state => format!("({state}{attempts})"),
     }
 }
 
@@ -211,6 +210,9 @@ fn print_shown(out: &mut impl Write, answer: Answer) -> anyhow::Result<()> {
     writeln!(out, "Size:      {} bytes", message.size)?;
     writeln!(out, "Sender:    <{}>", message.sender)?;
     writeln!(out, "State:     {}", message_state(&message).trim_matches(['(', ')']))?;
+    if let ("deferred", Some(next)) = (message.state.as_str(), message.next_attempt) {
+        writeln!(out, "Next try:  {}", when(next))?;
+    }
     writeln!(out, "Recipients:")?;
     for (rcpt, route) in message.recipients.iter().zip(&routes) {
         writeln!(out, "    {}  [{route}]", recipient_line(&message, rcpt))?;
@@ -285,7 +287,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("QUEUE ID"), "{text}");
         assert!(lines[1].starts_with("0CRE1X2Y3Z4A5       1234  "), "{text}");
-        assert!(lines[1].contains("<alice@example.com>  (deferred, 2 attempts, next try "));
+        assert!(lines[1].ends_with("<alice@example.com>  (deferred, 2 attempts)"), "{text}");
         assert!(lines[2].starts_with("    deferred   <bob@remote.test>  next try "), "{text}");
         assert!(lines[2].ends_with("  (451 4.3.0 try later)"), "{text}");
         assert_eq!(lines[3], "    delivered  <carol@example.com>");

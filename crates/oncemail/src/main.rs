@@ -64,6 +64,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Manage the users who may authenticate (AUTH) for submission and relaying.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// TOML configuration file (default: $ONCEMAIL_CONFIG, then
+        /// /etc/oncemail/oncemail.toml if it exists).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory; replaces server.data_dir (the users file defaults to its `users`).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Check a configuration file and print the effective settings, defaults included.
     CheckConfig {
         /// TOML configuration file (default: $ONCEMAIL_CONFIG, then
@@ -73,7 +85,26 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user, or set a new password: asked on the terminal, or read from stdin.
+    Add { name: String },
+    /// Remove a user.
+    Del { name: String },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            // One line naming what failed and why, not a debug dump with a backtrace.
+            eprintln!("oncemail: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
     let args: Vec<OsString> = std::env::args_os().collect();
     match invoked_as(&args).as_deref() {
         Some("sendmail") => return Ok(sendmail::main(&args[1..])),
@@ -105,7 +136,30 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Queue(args) => Ok(admin::cli::run(args)),
         Command::Sendmail { args } => Ok(sendmail::main(&args)),
         Command::CheckConfig { config } => Ok(check_config(config.as_deref())),
+        Command::User { action, config, data_dir } => {
+            let path = config::config_path(config.as_deref());
+            let overrides = Overrides { data_dir, ..Overrides::default() };
+            let config = Config::load(path.as_deref(), overrides)?;
+            manage_user(&config.auth.users_file, action)
+        }
     }
+}
+
+fn manage_user(users_file: &Path, action: UserAction) -> anyhow::Result<ExitCode> {
+    match action {
+        UserAction::Add { name } => {
+            let password = oncemail::auth::read_password(&name)?;
+            oncemail::auth::add_user(users_file, &name, &password)
+                .with_context(|| format!("cannot update {}", users_file.display()))?;
+            println!("user {name} saved in {}", users_file.display());
+        }
+        UserAction::Del { name } => {
+            oncemail::auth::del_user(users_file, &name)
+                .with_context(|| format!("cannot update {}", users_file.display()))?;
+            println!("user {name} removed from {}", users_file.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The file name the program was started as, when it is one of the classic names.
@@ -160,6 +214,11 @@ fn check_config(flag: Option<&Path>) -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Signals first: from the moment a port is open, SIGTERM means a clean shutdown.
+    let shutdown = CancellationToken::new();
+    let signals = Signals::install()?;
+    tokio::spawn(signals.watch(shutdown.clone()));
+
     let spool_dir = config.data_dir.join("spool");
     let opened = spool::Spool::open(&spool_dir)
         .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?;
@@ -179,15 +238,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
-    let listeners = receive::bind(&config).await?;
     let tls = oncemail::tls::Tls::load(&config.tls, &config.hostname)?;
+    let listeners = receive::bind(&config).await?;
 
     for warning in warnings(&config) {
         tracing::warn!("{warning}");
     }
     let queue = queue::start(spool.clone(), Arc::new(config.clone()), recovered);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
 
     info!(listen = ?config.listen, data_dir = %config.data_dir.display(),
         hostname = %config.hostname, domains = ?config.local.domains,
@@ -240,17 +297,25 @@ async fn reload_on_hangup(ctx: Arc<Context>) {
     }
 }
 
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
-        _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+/// SIGTERM and SIGINT, registered before anything listens.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(Signals { term, int })
     }
-    shutdown.cancel();
+
+    async fn watch(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = self.int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+        shutdown.cancel();
+    }
 }

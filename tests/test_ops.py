@@ -200,6 +200,7 @@ def test_hold_stops_attempts_until_release_even_across_a_restart(start_server):
         # Recovered messages are tried at once, except the held one.
         wait_until(lambda: attempts(sink, "free") == 2, 20, "the free message retried")
         assert listing(server)[qids["held"]]["state"] == "held"
+        assert "release it" in queue_ok(server, "flush", qids["held"])
         queue_ok(server, "flush")
         wait_until(lambda: attempts(sink, "free") == 3, 20, "the free message flushed")
         time.sleep(0.5)

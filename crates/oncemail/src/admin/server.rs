@@ -195,10 +195,12 @@ async fn order(ctx: &Context, id: &str, control: Control, who: &str) -> (Respons
         return (error(format!("no message {id} in the queue")), Content::None);
     };
     // Orders that would change nothing are not sent: a release of a message that is not
-    // held would otherwise count as a flush.
+    // held would otherwise count as a flush, and a flush of a held one would claim an
+    // attempt that does not happen.
     match (control, info.state == "held") {
         (Control::Hold, true) => return done(format!("{id} is already on hold")),
         (Control::Release, false) => return done(format!("{id} is not on hold; nothing done")),
+        (Control::Flush, true) => return done(format!("{id} is on hold; release it to retry")),
         _ => {}
     }
     if let Err(e) = ctx.queue.control(id, control, who) {

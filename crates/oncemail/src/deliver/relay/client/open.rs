@@ -140,7 +140,12 @@ async fn connect(addr: SocketAddr, settings: &Settings) -> Result<TcpStream, Con
     let limit = settings.timeouts.connect;
     let unreachable = ConnectError::Unreachable;
     match timeout(limit, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => Ok(tcp),
+        Ok(Ok(tcp)) => {
+            // Our writes are whole commands or body blocks: Nagle's algorithm would only
+            // hold the last one back for the peer's delayed ACK (~40 ms a message).
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
         Ok(Err(error)) => Err(unreachable(format!("connecting to {addr}: {error}"))),
         Err(_) => Err(unreachable(format!("connecting to {addr}: timed out after {limit:?}"))),
     }

@@ -216,7 +216,8 @@ fn check_config(flag: Option<&Path>) -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Signals first: from the moment a port is open, SIGTERM means a clean shutdown.
     let shutdown = CancellationToken::new();
-    let signals = Signals::install()?;
+    let mut signals = Signals::install()?;
+    let hangup = signals.hangup.take();
     tokio::spawn(signals.watch(shutdown.clone()));
 
     let spool_dir = config.data_dir.join("spool");
@@ -255,7 +256,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .and_then(|ms| ms.parse().ok())
         .map(std::time::Duration::from_millis);
     let ctx = Arc::new(Context { config, spool, queue, dedupe, shutdown, hold_reply, tls });
-    tokio::spawn(reload_on_hangup(ctx.clone()));
+    if let Some(hangup) = hangup {
+        tokio::spawn(reload_on_hangup(ctx.clone(), hangup));
+    }
 
     let wake_pickup = Arc::new(Notify::new());
     tokio::spawn(admin::server::serve(ctx.clone(), admin_listener, wake_pickup.clone()));
@@ -286,21 +289,18 @@ fn warnings(config: &Config) -> Vec<String> {
 }
 
 /// `SIGHUP` reloads the TLS certificate and key.
-async fn reload_on_hangup(ctx: Arc<Context>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler");
-        return;
-    };
+async fn reload_on_hangup(ctx: Arc<Context>, mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
         ctx.tls.reload();
     }
 }
 
-/// SIGTERM and SIGINT, registered before anything listens.
+/// SIGTERM, SIGINT and SIGHUP, registered before anything listens, so that none of
+/// them can kill the process with its default action once a port is open.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -308,7 +308,8 @@ impl Signals {
         use tokio::signal::unix::{SignalKind, signal};
         let term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        Ok(Signals { term, int })
+        let hangup = Some(signal(SignalKind::hangup()).context("cannot handle SIGHUP")?);
+        Ok(Signals { term, int, hangup })
     }
 
     async fn watch(mut self, shutdown: CancellationToken) {

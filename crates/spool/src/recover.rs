@@ -13,7 +13,7 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::keep::{self, Kept};
+use crate::keep::{self, KeepFiles, Kept};
 use crate::record::{self, Fields, Kind};
 use crate::{BodyRef, QueueId, Stored, segment_path, sidecar_path, unix_now};
 
@@ -39,6 +39,7 @@ pub(crate) fn scan(root: &Path) -> io::Result<Recovered> {
     for fact in keep::read_all(root, now)? {
         kept.insert(fact.qid, fact);
     }
+    let in_keep_files: HashSet<QueueId> = kept.keys().copied().collect();
     let mut recovered = Recovered {
         messages: Vec::new(),
         kept: Vec::new(),
@@ -46,14 +47,28 @@ pub(crate) fn scan(root: &Path) -> io::Result<Recovered> {
         last_segment: segments.iter().copied().max().unwrap_or(0),
     };
 
+    let mut empty = Vec::new();
     for &id in &segments {
         let messages = read_segment(&log_dir, id, now, &mut kept)?;
         if messages.is_empty() {
-            delete_segment(&log_dir, id);
+            empty.push(id);
             continue;
         }
         recovered.live.insert(id, messages.len());
         recovered.messages.extend(messages);
+    }
+
+    // A process killed between its commit and the copy of the commit's kept fact leaves
+    // that fact in its segment only. Copy such facts now, flushed, before any segment
+    // (this one's empty ones now, or the writer's later) can be deleted.
+    let only_in_segments = kept.values().filter(|k| !in_keep_files.contains(&k.qid));
+    let mut files = KeepFiles::new(root);
+    for fact in only_in_segments {
+        files.append(fact.qid, &fact.keep)?;
+    }
+    files.flush()?;
+    for id in empty {
+        delete_segment(&log_dir, id);
     }
 
     remove_orphan_sidecars(&log_dir, &segments)?;

@@ -239,3 +239,32 @@ async fn lazy_updates_are_written_without_waiting() {
     let (_spool, found) = reopen(dir.path());
     assert_eq!(found[0].updates, vec![b"lazy".to_vec()]);
 }
+
+#[tokio::test]
+async fn a_fact_whose_copy_was_lost_survives_the_deletion_of_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap().spool;
+    let keep = Some(Keep { expires: unix_now() + 3600, data: b"K".to_vec() });
+    let body = Body::Inline(b"b".to_vec());
+    let stored = spool.commit(QueueId::generate(), b"e".to_vec(), body, keep).await.unwrap();
+    drop(spool);
+    // As if the process died after the commit's flush and before the copy to keep/.
+    for entry in fs::read_dir(dir.path().join("keep")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+
+    // The next run delivers and removes the message, and its segment goes.
+    let opened = reopen_all(dir.path());
+    assert_eq!(opened.kept.len(), 1);
+    opened.spool.remove(&opened.messages[0]).unwrap();
+    let synced =
+        opened.spool.commit(QueueId::generate(), b"s".to_vec(), Body::Inline(vec![]), None);
+    synced.await.unwrap();
+    drop(opened);
+    let seg = segment_path(&dir.path().join("log"), stored.segment);
+    assert!(!seg.exists(), "the segment was deleted");
+
+    let opened = reopen_all(dir.path());
+    let qids: Vec<QueueId> = opened.kept.iter().map(|k| k.qid).collect();
+    assert_eq!(qids, vec![stored.qid], "the fact outlived its segment");
+}

@@ -56,7 +56,9 @@ impl Session {
         // An empty stream stands in while the real one is inside the handshake.
         let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
         let acceptor = self.ctx.tls.acceptor();
-        let timeout = self.ctx.config.limits.command_timeout;
+        // The handshake counts against the session's deadline like any other read.
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = self.ctx.config.limits.command_timeout.min(left);
         let handshake = tokio::time::timeout(timeout, acceptor.accept(plain)).await;
 
         let stream = match handshake {

@@ -55,7 +55,7 @@ def env(name, default):
 
 
 QUICK = env("QUICK", 0) == 1
-REPS = env("REPS", 1 if QUICK else 3)
+REPS = env("REPS", 2 if QUICK else 4)
 SCALE = env("SCALE", 0.3 if QUICK else 1.0)   # multiplies every message count
 OUT = Path(env("OUT", str(HERE / "results")))
 ONCEMAIL_BIN = env("ONCEMAIL_BIN", str(REPO / "target/release/oncemail"))
@@ -489,6 +489,18 @@ def render(cells, mem_rows, rows, meta):
                              for srv, v in drains.items() if v)
                  + (". Runs whose queue did not drain within 180 s: "
                     + str(sum(1 for r in rows if r.get("drained") is False))))
+        sustained = []
+        for size, sess, _ in CELLS:
+            for client in CLIENTS[:1]:
+                v = {srv: med([r["ok"] / (r["client_s"] + r["drain_s"]) for r in rows
+                               if r.get("server") == srv and r.get("client") == client
+                               and r.get("size") == size and r.get("sessions") == sess and r["ok"]])
+                     for srv in ("oncemail", "postfix")}
+                if v["oncemail"] and v["postfix"]:
+                    sustained.append(f"{human_size(size)}x{sess} {fmt(v['oncemail'])} vs {fmt(v['postfix'])} "
+                                     f"({v['oncemail'] / v['postfix']:.1f}x)")
+        L.append(f"Sustained msg/s (messages / time until the queue was empty again, {CLIENTS[0]}), "
+                 "oncemail vs Postfix: " + "; ".join(sustained) + ".")
     bad = [r for r in rows if r.get("rc") or r.get("failed")]
     sup = sum(r.get("events", {}).get("suppressed duplicate", 0) for r in rows)
     odd = {k: sum(r.get("events", {}).get(k, 0) for r in rows)
@@ -508,6 +520,7 @@ def chart(rows, path):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         log("matplotlib not available: no chart (bench/run installs it into bench/.venv)")
         return False
@@ -527,6 +540,7 @@ def chart(rows, path):
             ax.plot(gaps, ys, label=srv, color=colours[srv],
                     linestyle="--" if srv == "smtp-sink" else "-", linewidth=1.3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"{human_size(size)}, {sess} session{'s' if sess > 1 else ''}", fontsize=10)
         ax.set_xlabel("final-dot gap, ms (log)", fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
@@ -559,6 +573,9 @@ def machine_info(om_bin):
 
 
 def main():
+    if sys.argv[1:] == ["--replot"]:   # redraw results/gap.png from results/raw.jsonl
+        rows = [json.loads(l) for l in open(OUT / "raw.jsonl")]
+        return 0 if chart(rows, OUT / "gap.png") else 1
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     meta = machine_info(ONCEMAIL_BIN)

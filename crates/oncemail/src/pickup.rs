@@ -271,12 +271,8 @@ fn envelope(
     recipients: Vec<Recipient>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Envelope {
-    let received = format!(
-        "Received: by {} (oncemail, from userid {})\r\n\twith local id {qid};\r\n\t{}\r\n",
-        ctx.config.hostname,
-        loaded.uid,
-        now.format("%a, %d %b %Y %H:%M:%S +0000")
-    );
+    let received =
+        crate::receive::received::local(&ctx.config.hostname, Some(loaded.uid), qid, now);
     let sender = loaded.header.sender.clone();
     let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
     Envelope {

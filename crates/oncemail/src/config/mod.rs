@@ -335,7 +335,8 @@ fn system_hostname() -> String {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> anyhow::Result<Config> {
+    /// A config from TOML text, validated (also used by the `ops` tests).
+    pub(super) fn parse(text: &str) -> anyhow::Result<Config> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         Config::validate(raw, Overrides::default())
     }

@@ -288,13 +288,8 @@ pub fn line_of_key(text: &str, error: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Overrides, RawConfig};
+    use super::super::tests::parse;
     use super::*;
-
-    fn parse(text: &str) -> anyhow::Result<Config> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Config::validate(raw, Overrides::default())
-    }
 
     #[test]
     fn the_dump_reads_back_to_the_same_settings() {

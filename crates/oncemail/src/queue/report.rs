@@ -105,11 +105,7 @@ async fn queue_report(shared: &Shared, original: QueueId, sender: &str, body: Ve
     };
     let qid = QueueId::generate();
     let now = Utc::now();
-    let received = format!(
-        "Received: by {} (oncemail) id {qid};\r\n\t{}\r\n",
-        shared.config.hostname,
-        now.format("%a, %d %b %Y %H:%M:%S +0000")
-    );
+    let received = crate::receive::received::local(&shared.config.hostname, None, qid, now);
     let envelope = Envelope {
         arrival: now.timestamp(),
         sender: String::new(),

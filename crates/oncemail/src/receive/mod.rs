@@ -6,7 +6,7 @@
 
 mod body;
 mod headers;
-mod received;
+pub(crate) mod received;
 pub mod session;
 
 use std::collections::HashMap;

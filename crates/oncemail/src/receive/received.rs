@@ -63,6 +63,19 @@ pub fn field(hop: &Hop) -> String {
     out
 }
 
+/// The trace field of a message that did not come in over SMTP: a report oncemail made
+/// (`uid` None) or a message `sendmail` left in the maildrop (`uid` its owner).
+pub fn local(hostname: &str, uid: Option<u32>, qid: QueueId, when: DateTime<Utc>) -> String {
+    let date = when.format("%a, %d %b %Y %H:%M:%S +0000");
+    match uid {
+        None => format!("Received: by {hostname} (oncemail) id {qid};\r\n\t{date}\r\n"),
+        Some(uid) => format!(
+            "Received: by {hostname} (oncemail, from userid {uid})\r\n\
+             \twith local id {qid};\r\n\t{date}\r\n"
+        ),
+    }
+}
+
 fn printable(text: &str) -> String {
     let cleaned: String =
         text.chars().take(255).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect();
@@ -90,6 +103,20 @@ mod tests {
             \tby mx.example.com (oncemail) with ESMTP id 0ABCDEFGHJKMN\r\n\
             \tfor <user@example.com>;\r\n\tThu, 03 Dec 2026 17:22:35 +0000\r\n";
         assert_eq!(field(&hop), expected);
+    }
+
+    #[test]
+    fn local_fields_for_reports_and_pickups() {
+        let qid = QueueId::parse("0ABCDEFGHJKMN").unwrap();
+        let when = Utc.with_ymd_and_hms(2026, 12, 3, 17, 22, 35).unwrap();
+        let date = "Thu, 03 Dec 2026 17:22:35 +0000";
+        let report = format!("Received: by mx.test (oncemail) id 0ABCDEFGHJKMN;\r\n\t{date}\r\n");
+        assert_eq!(local("mx.test", None, qid, when), report);
+        let pickup = format!(
+            "Received: by mx.test (oncemail, from userid 0)\r\n\
+             \twith local id 0ABCDEFGHJKMN;\r\n\t{date}\r\n"
+        );
+        assert_eq!(local("mx.test", Some(0), qid, when), pickup);
     }
 
     #[test]
